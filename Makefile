@@ -1,0 +1,60 @@
+# tus-minio: `make run` serves the app (and MinIO), `make test` runs the whole suite.
+# Every target installs what is missing first: a virtualenv, MinIO (built from source with
+# `go install`, pinned below), and the npm packages (Uppy for the page).
+
+# MinIO's community edition ships as source; this is the module version we build and test.
+MINIO_MODULE  := github.com/minio/minio
+MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+TOOLS  := $(CURDIR)/.tools/bin
+
+HOST             ?= 127.0.0.1
+PORT             ?= 5000
+MINIO_ENDPOINT   ?= 127.0.0.1:9000
+MINIO_ACCESS_KEY ?= minioadmin
+MINIO_SECRET_KEY ?= minioadmin
+MINIO_DATA       ?= $(CURDIR)/data/minio
+WORKERS          ?= 2
+THREADS          ?= 16
+export HOST PORT MINIO_ENDPOINT MINIO_ACCESS_KEY MINIO_SECRET_KEY MINIO_DATA WORKERS THREADS
+
+# A `minio` on PATH is used as it is; otherwise the pinned build in .tools/bin.
+MINIO_BIN ?= $(or $(shell command -v minio 2>/dev/null),$(TOOLS)/minio)
+export MINIO_BIN
+
+.PHONY: setup run minio test bench clean
+
+setup: $(VENV)/.installed $(MINIO_BIN) node_modules/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+$(TOOLS)/minio:
+	@echo "building MinIO $(MINIO_VERSION) from source (a few minutes, once)"
+	mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) GOFLAGS=-trimpath go install $(MINIO_MODULE)@$(MINIO_VERSION)
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: setup
+	./scripts/run.sh
+
+minio: $(MINIO_BIN)
+	./scripts/minio.sh
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# BENCH_ARGS="--scale 0.1" for a quick run.
+bench: setup
+	$(PY) -m bench.bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

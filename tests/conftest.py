@@ -1,0 +1,198 @@
+"""Fixtures: one real MinIO per test session, app servers on loopback, clean storage per test.
+
+The whole suite runs once per storage layout (`bucket`, `prefix`); set TUS_TEST_LAYOUTS to run
+only some of them.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import pytest
+import requests
+from werkzeug.serving import make_server as werkzeug_server
+
+from tus_server.app import create_app
+from tus_server.config import Settings
+from tus_server.minio_backend import MinioStore
+
+from .minio_process import ACCESS_KEY, ROOT, SECRET_KEY, MinioProcess, free_port
+
+LAYOUTS = [name.strip() for name in os.environ.get("TUS_TEST_LAYOUTS", "bucket,prefix").split(",")
+           if name.strip()]
+
+
+@pytest.fixture(scope="session")
+def minio(tmp_path_factory):
+    server = MinioProcess(tmp_path_factory.mktemp("minio")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", params=LAYOUTS)
+def layout(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def settings(minio, layout) -> Settings:
+    return Settings(
+        minio_endpoint=minio.endpoint,
+        minio_access_key=ACCESS_KEY,
+        minio_secret_key=SECRET_KEY,
+        cleanup_interval=0,
+        layout=layout,
+        bucket="tus-test-shared",
+        retry_after=1,
+    )
+
+
+@pytest.fixture
+def store(settings) -> MinioStore:
+    return MinioStore(settings)
+
+
+def _remove_everything(store: MinioStore) -> None:
+    client = store.client
+    for bucket in client.list_buckets():
+        if not bucket.name.startswith("tus-"):
+            continue
+        from minio.deleteobjects import DeleteObject
+
+        names = [o.object_name for o in client.list_objects(bucket.name, recursive=True)]
+        if names:
+            list(client.remove_objects(bucket.name, [DeleteObject(n) for n in names]))
+        client.remove_bucket(bucket.name)
+
+
+@pytest.fixture(autouse=True)
+def clean_storage(request):
+    yield
+    if "store" in request.fixturenames:
+        store = request.getfixturevalue("store")
+        try:
+            _remove_everything(store)
+        except Exception:  # MinIO may have been stopped by the test itself
+            pass
+
+
+@dataclass
+class LiveServer:
+    url: str
+    settings: Settings
+    store: MinioStore
+    _server: object
+    _thread: threading.Thread
+
+    def files_url(self) -> str:
+        return self.url + "/files/"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join(timeout=10)
+
+
+@pytest.fixture
+def make_server(settings, store):
+    """Start the app in this process on a free port: `make_server(max_size=100, ...)`."""
+    servers: list[LiveServer] = []
+
+    def start(**overrides) -> LiveServer:
+        own_settings = settings.with_overrides(**overrides)
+        own_store = store if not overrides else MinioStore(own_settings)
+        app = create_app(own_settings, own_store)
+        server = werkzeug_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        live = LiveServer(f"http://127.0.0.1:{server.port}", own_settings, own_store, server, thread)
+        servers.append(live)
+        return live
+
+    yield start
+    for live in servers:
+        live.stop()
+
+
+@pytest.fixture
+def server(make_server) -> LiveServer:
+    return make_server()
+
+
+class GunicornServer:
+    """The app under gunicorn in a subprocess, as `make run` serves it; can be SIGKILLed."""
+
+    def __init__(self, settings: Settings, log_dir: Path, port: Optional[int] = None,
+                 workers: int = 1, extra_env: Optional[dict] = None):
+        self.settings = settings
+        self.port = port or free_port()
+        self.workers = workers
+        self.log_path = log_dir / f"gunicorn-{self.port}.log"
+        self.extra_env = extra_env or {}
+        self.proc: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict:
+        s = self.settings
+        env = dict(os.environ)
+        env.update({
+            "MINIO_ENDPOINT": s.minio_endpoint, "MINIO_ACCESS_KEY": s.minio_access_key,
+            "MINIO_SECRET_KEY": s.minio_secret_key, "TUS_CHUNK_SIZE": str(s.chunk_size),
+            "TUS_LAYOUT": s.layout, "TUS_BUCKET": s.bucket, "TUS_CLEANUP_INTERVAL": "0",
+            "TUS_EXPIRATION": str(s.expiration), "TUS_MAX_SIZE": str(s.max_size),
+            "TUS_LOCK_LEASE": str(s.lock_lease), "TUS_RETRY_AFTER": str(s.retry_after),
+        })
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> "GunicornServer":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "tus_server.wsgi:app", "--bind",
+             f"127.0.0.1:{self.port}", "--worker-class", "gthread", "--threads", "8",
+             "--workers", str(self.workers), "--timeout", "120"],
+            cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited; see {self.log_path}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"gunicorn did not start; see {self.log_path}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=20)
+        self.proc = None
+
+
+@pytest.fixture
+def gunicorn_server(settings, store, tmp_path):
+    started: list[GunicornServer] = []
+
+    def start(port: Optional[int] = None, **overrides) -> GunicornServer:
+        workers = overrides.pop("workers", 1)
+        extra_env = overrides.pop("extra_env", None)
+        server = GunicornServer(settings.with_overrides(**overrides), tmp_path, port, workers,
+                                extra_env).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.kill()

@@ -1,0 +1,94 @@
+"""Small helpers shared by the tests: tus headers, metadata, digests, stored objects."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from typing import Optional
+
+import requests
+
+from tus_server.minio_backend import MinioStore
+
+TUS = {"Tus-Resumable": "1.0.0"}
+OCTET = {"Content-Type": "application/offset+octet-stream"}
+MIB = 1024 * 1024
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def metadata(**values: Optional[str]) -> str:
+    return ",".join(k if v is None else f"{k} {b64(v)}" for k, v in values.items())
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def random_bytes(size: int, seed: int = 0) -> bytes:
+    return os.urandom(size)
+
+
+def create(base_url: str, length: Optional[int] = None, meta: Optional[str] = None,
+           headers: Optional[dict] = None, **kwargs) -> requests.Response:
+    h = dict(TUS)
+    if length is not None:
+        h["Upload-Length"] = str(length)
+    if meta is not None:
+        h["Upload-Metadata"] = meta
+    h.update(headers or {})
+    return requests.post(base_url + "/files/", headers=h, **kwargs)
+
+
+def create_url(base_url: str, length: Optional[int] = None, meta: Optional[str] = None,
+               headers: Optional[dict] = None) -> str:
+    response = create(base_url, length, meta, headers)
+    assert response.status_code == 201, response.text
+    return response.headers["Location"]
+
+
+def patch(url: str, offset: int, data, headers: Optional[dict] = None) -> requests.Response:
+    h = {**TUS, **OCTET, "Upload-Offset": str(offset)}
+    h.update(headers or {})
+    return requests.patch(url, data=data, headers=h)
+
+
+def head(url: str) -> requests.Response:
+    return requests.head(url, headers=TUS)
+
+
+def upload_id(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def stored_objects(store: MinioStore, upload_id_: str) -> dict[str, int]:
+    """Object name (relative to the upload's bucket or prefix) -> size."""
+    bucket, prefix = store._location(upload_id_)
+    return {o.object_name[len(prefix):]: o.size
+            for o in store.client.list_objects(bucket, prefix=prefix, recursive=True)}
+
+
+def chunk_objects(store: MinioStore, upload_id_: str) -> dict[str, int]:
+    return {k: v for k, v in stored_objects(store, upload_id_).items() if not k.startswith(".tus/")}
+
+
+def read_object(store: MinioStore, upload_id_: str, name: str) -> bytes:
+    bucket, prefix = store._location(upload_id_)
+    response = store.client.get_object(bucket, prefix + name)
+    try:
+        return response.read()
+    finally:
+        response.close()
+        response.release_conn()
+
+
+def stored_file(store: MinioStore, upload_id_: str) -> bytes:
+    """The chunk objects concatenated in part order, read straight from MinIO."""
+    chunks = chunk_objects(store, upload_id_)
+
+    def part_number(name: str) -> int:
+        return int(name.rsplit(".part", 1)[1].split("of")[0])
+
+    return b"".join(read_object(store, upload_id_, n) for n in sorted(chunks, key=part_number))

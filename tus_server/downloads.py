@@ -1,0 +1,135 @@
+"""GET of finished uploads: streamed from the chunk objects, Range-aware, digest-carrying.
+
+Multiple ranges in one request (`bytes=0-1,5-9`) are answered with the whole file (200), which
+RFC 9110 allows; single ranges get 206. Nothing is assembled in memory or on disk: the store
+yields the file chunk by chunk and each whole chunk is verified against its recorded SHA-256.
+"""
+from __future__ import annotations
+
+import base64
+import itertools
+import logging
+import unicodedata
+from urllib.parse import quote
+
+from flask import Blueprint, Response, current_app, request
+from werkzeug.http import http_date as werkzeug_http_date, parse_etags, parse_if_range_header
+from werkzeug.datastructures import ContentRange
+
+from . import errors
+from .protocol import load_upload
+from .store import StoredDataCorrupt, UploadInfo
+from .tus_headers import is_media_type, metadata_text
+
+bp = Blueprint("downloads", __name__)
+log = logging.getLogger("tus_server.downloads")
+
+
+def etag_of(info: UploadInfo) -> str:
+    """A finished upload never changes, so its id and length identify its bytes."""
+    return f"{info.id[4:]}-{info.length:x}"
+
+
+def _download_name(info: UploadInfo) -> str:
+    return info.filename or "upload"
+
+
+def _content_disposition_options(name: str) -> dict:
+    """ASCII `filename` plus RFC 5987 `filename*` for other names, as Werkzeug's send_file does."""
+    try:
+        name.encode("ascii")
+    except UnicodeEncodeError:
+        simple = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+        return {"filename": simple or "download", "filename*": "UTF-8''" + quote(name, safe="!#$&+^`|~")}
+    return {"filename": name}
+
+
+@bp.route("/files/<upload_id>", methods=["GET"])
+def download(upload_id: str):
+    info = load_upload(upload_id)
+    if info.concat == "partial":
+        raise errors.Forbidden("a partial upload is not a file; download its final upload")
+    if not info.completed:
+        raise errors.Conflict(
+            f"upload {upload_id} is not finished: {info.offset} of "
+            f"{'an unknown number of' if info.length is None else info.length} bytes received")
+    store = current_app.config["TUS_STORE"]
+    size = info.length or 0
+    etag = etag_of(info)
+
+    response = Response(status=200, direct_passthrough=True)
+    headers = response.headers
+    file_type = metadata_text(info.metadata, "filetype")
+    headers["Content-Type"] = file_type if is_media_type(file_type) else "application/octet-stream"
+    headers.set("Content-Disposition", "attachment", **_content_disposition_options(_download_name(info)))
+    headers["Accept-Ranges"] = "bytes"
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["Cache-Control"] = "private, no-cache"
+    response.set_etag(etag)
+    headers["Last-Modified"] = werkzeug_http_date(info.updated)
+    if info.sha256:
+        digest = base64.b64encode(bytes.fromhex(info.sha256)).decode()
+        headers["Repr-Digest"] = f"sha-256=:{digest}:"
+    else:
+        store.schedule_digest(upload_id)
+
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None and parse_etags(if_none_match).contains_weak(etag):
+        response.status_code = 304
+        response.response = []
+        headers.remove("Content-Type")
+        return response
+
+    start, end = 0, size
+    rng = request.range
+    if rng is not None and _if_range_holds(etag, info):
+        if len(rng.ranges) == 1:
+            span = rng.range_for_length(size)
+            if span is None:
+                raise errors.RangeNotSatisfiable(
+                    f"range {request.headers.get('Range')!r} is outside the {size} bytes of this file",
+                    headers={"Content-Range": f"bytes */{size}"})
+            start, end = span
+            response.status_code = 206
+            headers["Content-Range"] = ContentRange("bytes", start, end, size).to_header()
+    headers["Content-Length"] = str(end - start)
+    if end > start:
+        response.response = _verified_stream(store, info, start, end)
+    else:
+        response.response = []
+    return response
+
+
+def _if_range_holds(etag: str, info: UploadInfo) -> bool:
+    """RFC 9110 If-Range: serve the range only while the validator still matches; an ETag is
+    compared strongly, a date must equal Last-Modified exactly."""
+    raw = request.headers.get("If-Range")
+    if raw is None:
+        return True
+    parsed = parse_if_range_header(raw)
+    if parsed.etag is not None:
+        return parsed.etag == etag
+    if parsed.date is not None:
+        return int(parsed.date.timestamp()) == int(info.updated)
+    return False
+
+
+def _verified_stream(store, info: UploadInfo, start: int, end: int):
+    """The chunk stream, with the first chunk read (and verified) before headers go out, so a
+    bad first chunk is a clean 500; a bad later chunk cuts the response off mid-body."""
+    chunks = iter(store.open(info.id, start, end, info))
+    try:
+        first = next(chunks)
+    except StoredDataCorrupt as exc:
+        raise errors.InternalError(f"stored data of upload {info.id} failed verification "
+                                   f"(chunk {exc.chunk_index})") from exc
+    return _cut_off_on_corruption(itertools.chain([first], chunks), info)
+
+
+def _cut_off_on_corruption(chunks, info: UploadInfo):
+    try:
+        yield from chunks
+    except StoredDataCorrupt as exc:
+        log.error("download cut off: upload_id=%s chunk=%d failed verification",
+                  info.id, exc.chunk_index)
+        raise

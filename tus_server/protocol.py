@@ -1,0 +1,377 @@
+"""The tus 1.0.0 blueprint: headers in, status codes out. Storage only through `Store`.
+
+Extensions: creation, creation-with-upload, creation-defer-length, termination, expiration,
+checksum, concatenation. Store errors are turned into HTTP outcomes by the app's handlers.
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+from urllib.parse import urlparse
+
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
+
+from . import errors
+from .body import RequestBody
+from .checksums import ALGORITHMS, parse_upload_checksum
+from .config import Settings
+from .store import Store, UploadInfo, UploadNotFound, is_upload_id, new_upload_id
+from .tus_headers import (
+    encode_metadata,
+    http_date,
+    metadata_text,
+    parse_metadata,
+    parse_uint,
+    safe_filename,
+    type_allowed,
+)
+
+TUS_VERSION = errors.TUS_VERSION
+EXTENSIONS = ("creation", "creation-with-upload", "creation-defer-length", "termination",
+              "expiration", "checksum", "concatenation")
+OFFSET_STREAM = "application/offset+octet-stream"
+TUS_METHODS = ("POST", "HEAD", "PATCH", "DELETE")
+
+bp = Blueprint("tus", __name__)
+
+
+def _settings() -> Settings:
+    return current_app.config["TUS_SETTINGS"]
+
+
+def _store() -> Store:
+    return current_app.config["TUS_STORE"]
+
+
+@bp.before_request
+def require_tus_version():
+    """Every tus request needs `Tus-Resumable: 1.0.0`; OPTIONS and plain GETs do not."""
+    if request.method in TUS_METHODS and request.headers.get("Tus-Resumable") != TUS_VERSION:
+        raise errors.VersionMismatch(
+            "Tus-Resumable: 1.0.0 is required" if "Tus-Resumable" not in request.headers
+            else f"Tus-Resumable {request.headers['Tus-Resumable'][:20]!r} is not supported; "
+                 "this server speaks 1.0.0")
+
+
+@bp.after_request
+def tus_headers(response: Response) -> Response:
+    response.headers["Tus-Resumable"] = TUS_VERSION
+    return response
+
+
+def _upload_url(upload_id: str) -> str:
+    return url_for("tus.upload", upload_id=upload_id, _external=True)
+
+
+def load_upload(upload_id: str, allow_expired: bool = False) -> UploadInfo:
+    """The upload's info, or 404 for an id that cannot exist, or 410 once it expired."""
+    if not is_upload_id(upload_id):
+        raise errors.NotFound(f"upload {upload_id[:80]!r} not found")
+    info = _store().get(upload_id)
+    if not allow_expired and not info.completed and info.expires and info.expires < time.time():
+        raise errors.Gone(f"upload {upload_id} expired at {http_date(info.expires)}")
+    return info
+
+
+def _content_length() -> Optional[int]:
+    return parse_uint("Content-Length", request.headers.get("Content-Length"))
+
+
+def _has_body() -> bool:
+    if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        return True
+    return bool(_content_length())
+
+
+def _is_offset_stream() -> bool:
+    return request.mimetype == OFFSET_STREAM
+
+
+def _limit_headers() -> dict:
+    settings = _settings()
+    headers = {
+        "Tus-Version": TUS_VERSION,
+        "Tus-Extension": ",".join(EXTENSIONS),
+        "Tus-Checksum-Algorithm": ",".join(ALGORITHMS),
+    }
+    if settings.max_size:
+        headers["Tus-Max-Size"] = str(settings.max_size)
+    return headers
+
+
+@bp.route("/files", methods=["OPTIONS"], provide_automatic_options=False)
+@bp.route("/files/", methods=["OPTIONS"], provide_automatic_options=False)
+@bp.route("/files/<upload_id>", methods=["OPTIONS"], provide_automatic_options=False,
+          endpoint="upload_options")
+def options(upload_id: Optional[str] = None):
+    response = Response(status=204)
+    response.headers.update(_limit_headers())
+    return response
+
+
+# ---------------------------------------------------------------------------- creation
+def _parse_concat(raw: Optional[str]) -> tuple[Optional[str], list[str]]:
+    """`partial` or `final;<url> <url>` -> (role, partial ids)."""
+    if raw is None:
+        return None, []
+    raw = raw.strip()
+    if raw == "partial":
+        return "partial", []
+    if not raw.startswith("final;"):
+        raise errors.BadRequest("Upload-Concat must be 'partial' or 'final;<url> <url> ...'")
+    ids = []
+    for url in raw[len("final;"):].split():
+        path = urlparse(url).path.rstrip("/")
+        upload_id = path.rsplit("/", 1)[-1]
+        if not path.startswith(("/files/", "files/")) and "/files/" not in path or \
+                not is_upload_id(upload_id):
+            raise errors.BadRequest(f"Upload-Concat names {url[:80]!r}, which is not an upload URL")
+        ids.append(upload_id)
+    if not ids:
+        raise errors.BadRequest("Upload-Concat: final needs at least one partial upload URL")
+    return "final", ids
+
+
+def _check_file_rules(metadata: dict, settings: Settings) -> None:
+    name = metadata_text(metadata, "filename") or metadata_text(metadata, "name")
+    if settings.require_filename and not name:
+        raise errors.BadRequest("a filename is required in Upload-Metadata (TUS_REQUIRE_FILENAME)")
+    if settings.allowed_types:
+        file_type = metadata_text(metadata, "filetype") or metadata_text(metadata, "type")
+        if not type_allowed(file_type, settings.allowed_types):
+            raise errors.UnsupportedMediaType(
+                f"file type {file_type or 'unknown'!r} is not allowed "
+                f"(TUS_ALLOWED_TYPES={','.join(settings.allowed_types)})")
+
+
+@bp.route("/files", methods=["POST"])
+@bp.route("/files/", methods=["POST"])
+def create():
+    settings = _settings()
+    store = _store()
+    length = parse_uint("Upload-Length", request.headers.get("Upload-Length"))
+    defer = request.headers.get("Upload-Defer-Length")
+    if defer is not None and defer.strip() != "1":
+        raise errors.BadRequest("Upload-Defer-Length must be 1")
+    concat, partial_ids = _parse_concat(request.headers.get("Upload-Concat"))
+    metadata = parse_metadata(request.headers.get("Upload-Metadata"), settings.max_metadata_size)
+    _check_file_rules(metadata, settings)
+
+    if concat == "final":
+        if length is not None or defer is not None:
+            raise errors.BadRequest("a final upload takes its length from its partial uploads")
+        if _has_body():
+            raise errors.Forbidden("a final upload cannot carry a body")
+        length = _final_length(partial_ids)
+    elif length is None and defer is None:
+        raise errors.BadRequest("Upload-Length or Upload-Defer-Length: 1 is required")
+    elif length is not None and defer is not None:
+        raise errors.BadRequest("send Upload-Length or Upload-Defer-Length, not both")
+    if length is not None and settings.max_size and length > settings.max_size:
+        raise errors.PayloadTooLarge(
+            f"Upload-Length {length} is larger than Tus-Max-Size {settings.max_size}")
+
+    now = time.time()
+    info = UploadInfo(
+        id=new_upload_id(),
+        length=length,
+        chunk_size=settings.chunk_size,
+        metadata=metadata,
+        filename=safe_filename(metadata_text(metadata, "filename") or metadata_text(metadata, "name")),
+        created=now,
+        updated=now,
+        expires=now + settings.expiration if settings.expiration and concat != "final" else None,
+        concat=concat,
+        partials=partial_ids,
+    )
+    if concat == "final":
+        info.offset = length
+        info.completed = True
+        info.expires = None
+    info = store.create(info)
+    if concat == "final" and length:
+        store.schedule_digest(info.id)
+
+    response = Response(status=201)
+    response.headers["Location"] = _upload_url(info.id)
+    if _is_offset_stream() and _has_body() and concat != "final":
+        if length is not None and (_content_length() or 0) > length:
+            raise errors.PayloadTooLarge("the body is longer than Upload-Length")
+        result = _write_body(info, 0)
+        info.offset = result.offset
+        info.completed = info.length is not None and result.offset == info.length
+        response.headers["Upload-Offset"] = str(result.offset)
+    elif _has_body() and concat != "final":
+        raise errors.UnsupportedMediaType(
+            "a creation body needs Content-Type: application/offset+octet-stream")
+    if info.expires and not info.completed:
+        response.headers["Upload-Expires"] = http_date(info.expires)
+    current_app.logger.info("created upload_id=%s length=%s filename=%r", info.id, length,
+                            info.filename)
+    return response
+
+
+def _final_length(partial_ids: list[str]) -> int:
+    total = 0
+    for partial_id in partial_ids:
+        try:
+            partial = load_upload(partial_id)
+        except errors.NotFound:
+            raise errors.BadRequest(f"partial upload {partial_id} does not exist") from None
+        if partial.concat != "partial":
+            raise errors.BadRequest(f"upload {partial_id} is not a partial upload")
+        if not partial.completed:
+            raise errors.BadRequest(f"partial upload {partial_id} is not finished "
+                                    f"({partial.offset} of {partial.length} bytes)")
+        total += partial.length or 0
+    settings = _settings()
+    if settings.max_size and total > settings.max_size:
+        raise errors.PayloadTooLarge(f"the partial uploads add up to {total} bytes, "
+                                     f"more than Tus-Max-Size {settings.max_size}")
+    return total
+
+
+def _write_body(info: UploadInfo, offset: int):
+    settings = _settings()
+    verifier = parse_upload_checksum(request.headers.get("Upload-Checksum"))
+    body = RequestBody(request.environ, _content_length())
+    return _store().write(info.id, offset, body, _content_length(), verifier=verifier,
+                          limit=settings.max_size or None)
+
+
+# ---------------------------------------------------------------------------- an upload
+def _concat_header(info: UploadInfo) -> Optional[str]:
+    if info.concat == "partial":
+        return "partial"
+    if info.concat == "final":
+        return "final;" + " ".join(url_for("tus.upload", upload_id=p) for p in info.partials)
+    return None
+
+
+@bp.route("/files/<upload_id>", methods=["HEAD"], endpoint="upload")
+def head(upload_id: str):
+    info = load_upload(upload_id)
+    response = Response(status=200)
+    headers = response.headers
+    headers["Cache-Control"] = "no-store"
+    if info.concat != "final" or info.completed:
+        headers["Upload-Offset"] = str(info.offset)
+    if info.length is None:
+        headers["Upload-Defer-Length"] = "1"
+    else:
+        headers["Upload-Length"] = str(info.length)
+    if info.metadata:
+        headers["Upload-Metadata"] = encode_metadata(info.metadata)
+    if info.expires and not info.completed:
+        headers["Upload-Expires"] = http_date(info.expires)
+    concat = _concat_header(info)
+    if concat:
+        headers["Upload-Concat"] = concat
+    # Werkzeug would compute Content-Length 0 for HEAD; tus says it describes the upload.
+    response.headers["Content-Length"] = "0"
+    return response
+
+
+@bp.route("/files/<upload_id>", methods=["PATCH"])
+def patch(upload_id: str):
+    if not is_upload_id(upload_id):
+        raise errors.NotFound(f"upload {upload_id[:80]!r} not found")
+    if not _is_offset_stream():
+        raise errors.UnsupportedMediaType()
+    offset = parse_uint("Upload-Offset", request.headers.get("Upload-Offset"))
+    if offset is None:
+        raise errors.BadRequest("Upload-Offset is required")
+    new_length = parse_uint("Upload-Length", request.headers.get("Upload-Length"))
+    content_length = _content_length()
+    info = load_upload(upload_id)
+    if info.concat == "final":
+        raise errors.Forbidden("a final upload cannot be patched")
+    if offset != info.offset:
+        raise errors.Conflict(f"Upload-Offset {offset} does not match the stored offset {info.offset}")
+
+    settings = _settings()
+    if new_length is not None:
+        if info.length is None:
+            if settings.max_size and new_length > settings.max_size:
+                raise errors.PayloadTooLarge(
+                    f"Upload-Length {new_length} is larger than Tus-Max-Size {settings.max_size}")
+            info = _store().declare_length(upload_id, new_length)
+        elif new_length != info.length:
+            raise errors.BadRequest(f"Upload-Length is already {info.length} and cannot change")
+    if info.length is not None and content_length is not None \
+            and offset + content_length > info.length:
+        raise errors.PayloadTooLarge(
+            f"{content_length} bytes at offset {offset} would pass Upload-Length {info.length}")
+    if info.length is None and settings.max_size and content_length is not None \
+            and offset + content_length > settings.max_size:
+        raise errors.PayloadTooLarge(
+            f"{content_length} bytes at offset {offset} would pass Tus-Max-Size {settings.max_size}")
+
+    if info.completed or not _has_body():
+        new_offset, info_after = info.offset, info
+    else:
+        result = _write_body(info, offset)
+        new_offset = result.offset
+        info_after = None
+    response = Response(status=204)
+    response.headers["Upload-Offset"] = str(new_offset)
+    if settings.expiration:
+        info_after = info_after or _store().get(upload_id)
+        if info_after.expires and not info_after.completed:
+            response.headers["Upload-Expires"] = http_date(info_after.expires)
+    return response
+
+
+@bp.route("/files/<upload_id>", methods=["DELETE"])
+def delete(upload_id: str):
+    load_upload(upload_id, allow_expired=True)
+    _store().terminate(upload_id)
+    current_app.logger.info("terminated upload_id=%s", upload_id)
+    return Response(status=204)
+
+
+# ---------------------------------------------------------------------------- listing
+def upload_summary(info: UploadInfo) -> dict:
+    def iso(ts: Optional[float]) -> Optional[str]:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else None
+
+    return {
+        "id": info.id,
+        "filename": metadata_text(info.metadata, "filename") or metadata_text(info.metadata, "name")
+        or info.filename,
+        "filetype": metadata_text(info.metadata, "filetype"),
+        "size": info.length,
+        "offset": info.offset,
+        "completed": info.completed,
+        "created": iso(info.created),
+        "expires": iso(info.expires) if not info.completed else None,
+        "concat": info.concat,
+        "sha256": info.sha256,
+        "url": _upload_url(info.id),
+        "download_url": _upload_url(info.id) if info.completed and info.concat != "partial" else None,
+    }
+
+
+@bp.route("/files", methods=["GET"])
+@bp.route("/files/", methods=["GET"])
+def list_uploads():
+    """Uploads newest first: `?page=N&per_page=M`; reads one info object per listed upload."""
+    page = parse_uint("page", request.args.get("page", "1")) or 1
+    per_page = min(max(parse_uint("per_page", request.args.get("per_page", "50")) or 50, 1), 500)
+    ids = _store().list_ids()
+    selected = ids[(page - 1) * per_page: page * per_page]
+    uploads = []
+    for upload_id in selected:
+        try:
+            uploads.append(upload_summary(_store().get(upload_id)))
+        except UploadNotFound:  # terminated while we listed
+            continue
+    has_next = page * per_page < len(ids)
+    return jsonify({
+        "uploads": uploads,
+        "page": page,
+        "per_page": per_page,
+        "total": len(ids),
+        "next": url_for("tus.list_uploads", page=page + 1, per_page=per_page, _external=True)
+        if has_next else None,
+    })

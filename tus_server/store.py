@@ -1,0 +1,138 @@
+"""The storage contract the protocol layer talks to: `UploadInfo`, `Store`, storage errors.
+
+Nothing here knows about HTTP or MinIO. `minio_backend.MinioStore` is one implementation.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import asdict, dataclass, field
+from typing import BinaryIO, Iterator, Optional, Protocol
+
+UPLOAD_ID_RE = re.compile(r"^tus-[0-9a-f]{32}$")
+
+
+def new_upload_id() -> str:
+    """`tus-` + 32 lowercase hex characters from the OS's cryptographic random source."""
+    return "tus-" + secrets.token_hex(16)
+
+
+def is_upload_id(value: str) -> bool:
+    return bool(UPLOAD_ID_RE.match(value))
+
+
+@dataclass
+class UploadInfo:
+    """Everything the server knows about one upload; stored as `.tus/info.json`."""
+
+    id: str
+    length: Optional[int]  # None while the length is deferred
+    offset: int = 0
+    chunk_size: int = 5 * 1024 * 1024
+    metadata: dict[str, Optional[str]] = field(default_factory=dict)
+    filename: str = "upload"  # safe base name used in chunk keys
+    created: float = 0.0
+    updated: float = 0.0
+    expires: Optional[float] = None  # unix time; None = never
+    completed: bool = False
+    # "partial", "final" or None; a final upload lists its partials in order.
+    concat: Optional[str] = None
+    partials: list[str] = field(default_factory=list)
+    sha256: Optional[str] = None  # hex digest of the whole file once known
+
+    @property
+    def is_deferred(self) -> bool:
+        return self.length is None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "UploadInfo":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class WriteResult:
+    offset: int  # the offset now stored (the truth)
+    received: int  # body bytes read in this request
+    interrupted: bool  # the body ended before its announced length
+
+
+class StoreError(Exception):
+    """Base class of storage errors the protocol layer maps to HTTP outcomes."""
+
+
+class UploadNotFound(StoreError):
+    pass
+
+
+class UploadGone(StoreError):
+    """The upload existed but expired (410)."""
+
+
+class OffsetMismatch(StoreError):
+    def __init__(self, expected: int, got: int):
+        super().__init__(f"Upload-Offset {got} does not match the stored offset {expected}")
+        self.expected = expected
+        self.got = got
+
+
+class LengthExceeded(StoreError):
+    """A write would go past the declared length or the size limit (413)."""
+
+
+class UploadLocked(StoreError):
+    """Another request holds this upload (423)."""
+
+
+class ChecksumMismatch(StoreError):
+    """The body did not match Upload-Checksum; nothing of it was kept (460)."""
+
+
+class StorageUnavailable(StoreError):
+    """The storage service cannot be reached or failed; retry later (503)."""
+
+
+class StoredDataCorrupt(StoreError):
+    """A chunk object no longer matches the digest recorded when it was stored."""
+
+    def __init__(self, upload_id: str, chunk_index: int, detail: str):
+        super().__init__(f"upload {upload_id} chunk {chunk_index}: {detail}")
+        self.upload_id = upload_id
+        self.chunk_index = chunk_index
+
+
+class BodyVerifier(Protocol):
+    """Checks a PATCH body as it streams through (the tus checksum extension)."""
+
+    def update(self, data) -> None: ...
+
+    def verify(self) -> bool: ...
+
+
+class Store(Protocol):
+    def create(self, info: UploadInfo) -> UploadInfo: ...
+
+    def get(self, upload_id: str) -> UploadInfo: ...
+
+    def write(self, upload_id: str, offset: int, stream: BinaryIO, length_hint: Optional[int],
+              verifier: Optional[BodyVerifier] = None,
+              limit: Optional[int] = None) -> WriteResult: ...
+
+    def declare_length(self, upload_id: str, length: int) -> UploadInfo: ...
+
+    def terminate(self, upload_id: str) -> None: ...
+
+    def open(self, upload_id: str, start: int, end: int) -> Iterator[bytes]: ...
+
+    def list(self) -> list[UploadInfo]: ...
+
+    def list_ids(self) -> list[str]: ...
+
+    def schedule_digest(self, upload_id: str) -> None: ...
+
+    def expire(self, now: float) -> list[str]: ...
+
+    def healthy(self) -> bool: ...
