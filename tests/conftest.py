@@ -74,9 +74,10 @@ def _remove_everything(store: MinioStore) -> None:
 
 @pytest.fixture(autouse=True)
 def clean_storage(request):
+    """Remove every upload after each test that used the store (so tests stay independent)."""
+    store = request.getfixturevalue("store") if "store" in request.fixturenames else None
     yield
-    if "store" in request.fixturenames:
-        store = request.getfixturevalue("store")
+    if store is not None:
         try:
             _remove_everything(store)
         except Exception:  # MinIO may have been stopped by the test itself
