@@ -110,7 +110,8 @@ def make_server(settings, store):
         own_store = store if not overrides else MinioStore(own_settings)
         app = create_app(own_settings, own_store)
         server = werkzeug_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                  daemon=True)
         thread.start()
         live = LiveServer(f"http://127.0.0.1:{server.port}", own_settings, own_store, server, thread)
         servers.append(live)
