@@ -98,6 +98,9 @@ class LiveServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._thread.join(timeout=10)
+        sweeper = self._server.app.extensions.get("tus_sweeper")
+        if sweeper is not None:
+            sweeper.stop()
 
 
 @pytest.fixture

@@ -66,6 +66,8 @@ def upload_id(url: str) -> str:
 def stored_objects(store: MinioStore, upload_id_: str) -> dict[str, int]:
     """Object name (relative to the upload's bucket or prefix) -> size."""
     bucket, prefix = store._location(upload_id_)
+    if not store.client.bucket_exists(bucket):
+        return {}
     return {o.object_name[len(prefix):]: o.size
             for o in store.client.list_objects(bucket, prefix=prefix, recursive=True)}
 

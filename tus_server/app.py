@@ -77,22 +77,31 @@ def _store_error(error: StoreError) -> errors.TusError:
     return errors.InternalError()
 
 
-def start_sweeper(store: Store, interval: int) -> threading.Thread:
-    """Remove expired uploads every `interval` seconds in a daemon thread."""
+class Sweeper:
+    """Removes expired uploads every `interval` seconds in a daemon thread until stopped."""
 
-    def sweep_forever():
-        while True:
-            time.sleep(interval)
+    def __init__(self, store: Store, interval: int):
+        self.store = store
+        self.interval = interval
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="tus-sweeper", daemon=True)
+
+    def start(self) -> "Sweeper":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
             try:
-                removed = store.expire(time.time())
+                removed = self.store.expire(time.time())
                 if removed:
                     log.info("sweeper removed %d expired uploads", len(removed))
             except Exception:
                 log.warning("sweep failed", exc_info=True)
-
-    thread = threading.Thread(target=sweep_forever, name="tus-sweeper", daemon=True)
-    thread.start()
-    return thread
 
 
 def create_app(settings: Optional[Settings] = None, store: Optional[Store] = None) -> Flask:
@@ -163,5 +172,5 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
         })
 
     if settings.cleanup_interval:
-        start_sweeper(store, settings.cleanup_interval)
+        app.extensions["tus_sweeper"] = Sweeper(store, settings.cleanup_interval).start()
     return app

@@ -40,7 +40,9 @@ def _content_disposition_options(name: str) -> dict:
         name.encode("ascii")
     except UnicodeEncodeError:
         simple = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
-        return {"filename": simple or "download", "filename*": "UTF-8''" + quote(name, safe="!#$&+^`|~")}
+        if not simple.rsplit(".", 1)[0].strip():  # only an extension survived: `данные.bin`
+            simple = "download" + (simple.strip() if simple.startswith(".") else "")
+        return {"filename": simple, "filename*": "UTF-8''" + quote(name, safe="!#$&+^`|~")}
     return {"filename": name}
 
 
@@ -85,6 +87,11 @@ def download(upload_id: str):
     if rng is not None and _if_range_holds(etag, info):
         if len(rng.ranges) == 1:
             span = rng.range_for_length(size)
+            first, last = rng.ranges[0]
+            if span is None and first < 0 and last is None and size > 0:
+                # RFC 9110 14.1.3: a suffix longer than the file selects all of it (Werkzeug
+                # calls it unsatisfiable).
+                span = (0, size)
             if span is None:
                 raise errors.RangeNotSatisfiable(
                     f"range {request.headers.get('Range')!r} is outside the {size} bytes of this file",
@@ -106,6 +113,8 @@ def _if_range_holds(etag: str, info: UploadInfo) -> bool:
     raw = request.headers.get("If-Range")
     if raw is None:
         return True
+    if raw.strip().startswith("W/"):  # a weak tag never validates a range (RFC 9110 13.1.5);
+        return False  # Werkzeug's parser drops the weakness, so check it here
     parsed = parse_if_range_header(raw)
     if parsed.etag is not None:
         return parsed.etag == etag

@@ -144,6 +144,9 @@ class MinioStore:
         self._local_locks: dict[str, threading.Lock] = {}
         self._local_locks_guard = threading.Lock()
         self._digesting: set[str] = set()
+        # Lock holders of this process whose release failed (MinIO was down): their lock
+        # objects may be taken over at once by this process, which holds the local lock.
+        self._orphaned_holders: set[str] = set()
         self._digesting_guard = threading.Lock()
         self._shared_bucket_ready = False
 
@@ -333,8 +336,9 @@ class MinioStore:
                 data = pending.result()
                 if position + 1 < len(plan):
                     pending = pool.submit(self._read_chunk, info, *plan[position + 1])
+                # WSGI servers (gunicorn, Werkzeug) accept only bytes, not memoryviews.
                 for piece in range(0, len(data), IO_PIECE):
-                    yield data[piece:piece + IO_PIECE]
+                    yield bytes(data[piece:piece + IO_PIECE])
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -544,17 +548,15 @@ class _Lease:
                 return
             current, etag = self.store.read_object(self.upload_id, LOCK_NAME)
             if current is not None:
-                try:
-                    expires = float(json.loads(current).get("expires", 0))
-                except (ValueError, AttributeError):
-                    expires = 0.0
-                if expires < time.time():
-                    # The holder died or stalled past its lease: take the lock over, but only
-                    # if nobody else did first (If-Match on the stale lock's ETag).
+                holder, expires = _parse_lock(current)
+                if expires < time.time() or holder in self.store._orphaned_holders:
+                    # The holder died, stalled past its lease, or was ours and could not be
+                    # released: take the lock over, unless somebody else did first (If-Match).
                     self.etag = self.store.conditional_put(self.upload_id, LOCK_NAME, self._body(),
                                                            if_match=etag)
                     if self.etag:
-                        log.warning("took over expired lock upload_id=%s", self.upload_id)
+                        self.store._orphaned_holders.discard(holder)
+                        log.warning("took over stale lock upload_id=%s", self.upload_id)
                         return
             if time.monotonic() >= deadline:
                 raise UploadLocked(f"upload {self.upload_id} is locked by another request")
@@ -573,10 +575,20 @@ class _Lease:
             return
         try:
             current, _ = self.store.read_object(self.upload_id, LOCK_NAME)
-            if current is not None and json.loads(current).get("holder") == self.holder:
+            if current is not None and _parse_lock(current)[0] == self.holder:
                 self.store.remove_object(self.upload_id, LOCK_NAME)
-        except Exception:  # the lease expires on its own
-            log.warning("could not release lock upload_id=%s", self.upload_id, exc_info=True)
+        except Exception:  # the lease expires on its own; this process may take it over sooner
+            self.store._orphaned_holders.add(self.holder)
+            log.warning("could not release lock upload_id=%s", self.upload_id)
+
+
+def _parse_lock(body: bytes) -> tuple[Optional[str], float]:
+    """(holder, expiry) of a lock object; an unreadable one counts as expired."""
+    try:
+        data = json.loads(body)
+        return data.get("holder"), float(data.get("expires", 0))
+    except (ValueError, AttributeError, TypeError):
+        return None, 0.0
 
 
 class _ChunkWriter:

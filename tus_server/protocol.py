@@ -216,7 +216,7 @@ def _final_length(partial_ids: list[str]) -> int:
     for partial_id in partial_ids:
         try:
             partial = load_upload(partial_id)
-        except errors.NotFound:
+        except (errors.NotFound, UploadNotFound):  # the store raises the latter
             raise errors.BadRequest(f"partial upload {partial_id} does not exist") from None
         if partial.concat != "partial":
             raise errors.BadRequest(f"upload {partial_id} is not a partial upload")
