@@ -6,27 +6,32 @@ cd "$(dirname "$0")/.."
 : "${HOST:=127.0.0.1}" "${PORT:=5000}" "${MINIO_ENDPOINT:=127.0.0.1:9000}"
 : "${WORKERS:=2}" "${THREADS:=16}"
 scheme=http; [ "${MINIO_SECURE:-0}" = 1 ] && scheme=https
+mkdir -p data
 
 minio_ready() { curl -fsS -o /dev/null --max-time 2 "$scheme://$MINIO_ENDPOINT/minio/health/ready"; }
 
-minio_pid=""
-cleanup() { [ -n "$minio_pid" ] && kill "$minio_pid" 2>/dev/null && wait "$minio_pid" 2>/dev/null; true; }
-trap cleanup EXIT INT TERM
+minio_pid="" app_pid=""
+stop_all() {
+  [ -n "$app_pid" ] && kill "$app_pid" 2>/dev/null && wait "$app_pid" 2>/dev/null
+  [ -n "$minio_pid" ] && kill "$minio_pid" 2>/dev/null && wait "$minio_pid" 2>/dev/null
+  true
+}
+trap stop_all EXIT
+trap 'exit 130' INT TERM
 
 if minio_ready; then
   echo "using the MinIO already answering at $MINIO_ENDPOINT"
 else
-  ./scripts/minio.sh > "${MINIO_LOG:-data/minio.log}" 2>&1 &
+  ./scripts/minio.sh > data/minio.log 2>&1 &
   minio_pid=$!
   for _ in $(seq 1 150); do minio_ready && break; sleep 0.2; done
   minio_ready || { echo "MinIO did not start; see data/minio.log" >&2; exit 1; }
-  echo "started MinIO at $MINIO_ENDPOINT (pid $minio_pid, log data/minio.log)"
+  echo "started MinIO at $MINIO_ENDPOINT (log: data/minio.log)"
 fi
 
 echo "tus-minio on http://$HOST:$PORT/  (tus endpoint http://$HOST:$PORT/files/)"
 .venv/bin/python -m gunicorn tus_server.wsgi:app --bind "$HOST:$PORT" \
   --worker-class gthread --workers "$WORKERS" --threads "$THREADS" --timeout 300 \
-  --access-logfile - &
+  --no-control-socket --access-logfile - &
 app_pid=$!
-trap 'kill $app_pid 2>/dev/null; wait $app_pid 2>/dev/null; cleanup' EXIT INT TERM
-wait $app_pid
+wait "$app_pid"

@@ -164,7 +164,7 @@ class GunicornServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "tus_server.wsgi:app", "--bind",
              f"127.0.0.1:{self.port}", "--worker-class", "gthread", "--threads", "8",
-             "--workers", str(self.workers), "--timeout", "120"],
+             "--workers", str(self.workers), "--timeout", "120", "--no-control-socket"],
             cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
         deadline = time.monotonic() + 30

@@ -56,6 +56,8 @@ def require_tus_version():
 @bp.after_request
 def tus_headers(response: Response) -> Response:
     response.headers["Tus-Resumable"] = TUS_VERSION
+    if response.status_code == 204:
+        response.headers.pop("Content-Type", None)
     return response
 
 
