@@ -73,6 +73,8 @@ SHA256_META = "x-amz-meta-sha256"
 NOT_FOUND_CODES = {"NoSuchBucket", "NoSuchKey", "NoSuchUpload", "ResourceNotFound"}
 # Largest piece read from a request body or a MinIO response at a time.
 IO_PIECE = 1024 * 1024
+# Chunk buffers per PATCH: one being received while the other is put to MinIO.
+MAX_BUFFERS = 2
 
 
 def chunk_key(filename: str, index: int, total: Optional[int]) -> str:
@@ -534,6 +536,7 @@ class _Lease:
         self.holder = uuid.uuid4().hex
         self.etag: Optional[str] = None
         self.expires_at = 0.0
+        self._renewing = threading.Lock()  # the receiving and the putting thread both renew
 
     def _body(self) -> bytes:
         self.expires_at = time.time() + self.store.settings.lock_lease
@@ -563,7 +566,12 @@ class _Lease:
             time.sleep(0.05)
 
     def renew_if_due(self) -> None:
-        if self.etag and self.expires_at - time.time() < self.store.settings.lock_lease / 2:
+        """Extend the lease once half of it is gone (a cheap clock check otherwise)."""
+        if not self.etag or self.expires_at - time.time() >= self.store.settings.lock_lease / 2:
+            return
+        with self._renewing:
+            if self.expires_at - time.time() >= self.store.settings.lock_lease / 2:
+                return
             etag = self.store.conditional_put(self.upload_id, LOCK_NAME, self._body(),
                                               if_match=self.etag)
             if not etag:
@@ -603,13 +611,18 @@ class _ChunkWriter:
         self.verifier = verifier
         self.size = info.chunk_size
         self.free: queue.Queue = queue.Queue()
-        for _ in range(2):
-            self.free.put(bytearray(self.size))
+        self.buffers = 0  # allocated so far; at most MAX_BUFFERS, reused after that
         self.full: queue.Queue = queue.Queue()
         self.error: Optional[BaseException] = None
         self.committed = info.offset
         self.bucket, self.prefix = store._location(info.id)
         self.total = chunk_count(info.length, self.size) if info.length is not None else None
+
+    def _take_buffer(self) -> bytearray:
+        if self.free.empty() and self.buffers < MAX_BUFFERS:
+            self.buffers += 1
+            return bytearray(self.size)
+        return self.free.get()
 
     def _load_head(self, buf: bytearray, index: int, head_len: int) -> None:
         """Read back the stored first `head_len` bytes of chunk `index` (0-based)."""
@@ -674,7 +687,7 @@ class _ChunkWriter:
         interrupted = False
         putter = threading.Thread(target=self._putter, name=f"put-{info.id}", daemon=True)
         putter.start()
-        buf = self.free.get()
+        buf = self._take_buffer()
         try:
             if head_len:
                 self._load_head(buf, index, head_len)
@@ -701,7 +714,8 @@ class _ChunkWriter:
                     self.full.put((buf, index, fill, start + received))
                     index += 1
                     fill = 0
-                    buf = self.free.get()
+                    buf = self._take_buffer()
+                self.lease.renew_if_due()
             if fill > (head_len if index == start // self.size else 0) and self.error is None:
                 self.full.put((buf, index, fill, start + received))
                 buf = None
