@@ -480,3 +480,12 @@ def test_info_object_offset_is_the_truth(server, store):
     patch(url, 0, b"abcd")
     info = store.get(upload_id(url))
     assert info.offset == 4 and info.length == 10 and info.chunk_size == store.settings.chunk_size
+
+
+def test_chunked_body_on_finished_upload_is_413_and_changes_nothing(server):
+    url = create_url(server.url, 3)
+    assert patch(url, 0, b"abc").status_code == 204
+    response = patch(url, 3, iter([b"more"]))
+    assert response.status_code == 413
+    assert head(url).headers["Upload-Offset"] == "3"
+    assert requests.get(url).content == b"abc"

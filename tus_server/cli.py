@@ -272,8 +272,9 @@ class Download:
 
     def fail_unless(self, response: requests.Response, *ok: int) -> None:
         if response.status_code not in ok:
+            failure = http_failure(f"GET {self.url}", response)  # reads the (short) error text
             response.close()
-            raise http_failure(f"GET {self.url}", response)
+            raise failure
 
     def run(self) -> str:
         fallback = urlparse(self.url).path.rstrip("/").rsplit("/", 1)[-1] or "download"
@@ -283,7 +284,8 @@ class Download:
             # The name comes from the server; this plain GET is used unless a .part can resume.
             first = self.get({})
             self.fail_unless(first, 200)
-            out = os.path.join(out or ".", name_from_response(first, fallback))
+            name = name_from_response(first, fallback)
+            out = os.path.join(out, name) if out else name
         part, etag_path = out + ".part", out + ".part.etag"
         have = os.path.getsize(part) if os.path.isfile(part) else 0
         saved_etag = _read_text(etag_path)
@@ -395,11 +397,11 @@ class Download:
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 2.0)
             response = self.get({"If-None-Match": etag} if etag else {"Range": "bytes=0-0"})
-            response.close()
             if etag and response.status_code == 200:
+                response.close()
                 raise CliError(f"{self.url} changed on the server during the download")
-            if response.status_code not in (200, 206, 304):
-                raise http_failure(f"GET {self.url}", response)
+            self.fail_unless(response, 200, 206, 304)
+            response.close()
             digest = parse_repr_digest(response.headers.get("Repr-Digest"))
             if digest is not None:
                 return digest

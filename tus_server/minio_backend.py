@@ -737,7 +737,7 @@ class _ChunkWriter:
             info.offset = new_offset
             info.updated = time.time()
             self._touch_expiry()
-        if info.length is not None and info.offset == info.length:
+        if info.length is not None and info.offset == info.length and not info.completed:
             self.store._complete(info, hasher)
             self.store._write_info(info)
             if info.sha256 is None:

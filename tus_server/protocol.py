@@ -309,7 +309,7 @@ def patch(upload_id: str):
         raise errors.PayloadTooLarge(
             f"{content_length} bytes at offset {offset} would pass Tus-Max-Size {settings.max_size}")
 
-    if info.completed or not _has_body():
+    if not _has_body():
         new_offset, info_after = info.offset, info
     else:
         result = _write_body(info, offset)
