@@ -71,8 +71,6 @@ LOCK_NAME = ".tus/lock"
 INDEX_PREFIX = ".tus-index/"
 SHA256_META = "x-amz-meta-sha256"
 NOT_FOUND_CODES = {"NoSuchBucket", "NoSuchKey", "NoSuchUpload", "ResourceNotFound"}
-# Largest piece read from a request body or a MinIO response at a time.
-IO_PIECE = 1024 * 1024
 # Chunk buffers per PATCH: one being received while the other is put to MinIO.
 MAX_BUFFERS = 2
 
@@ -338,13 +336,11 @@ class MinioStore:
                 data = pending.result()
                 if position + 1 < len(plan):
                     pending = pool.submit(self._read_chunk, info, *plan[position + 1])
-                # WSGI servers (gunicorn, Werkzeug) accept only bytes, not memoryviews.
-                for piece in range(0, len(data), IO_PIECE):
-                    yield bytes(data[piece:piece + IO_PIECE])
+                yield data  # bytes, as WSGI servers require: one chunk, one write
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _read_chunk(self, info: UploadInfo, index: int, lo: int, hi: int) -> memoryview:
+    def _read_chunk(self, info: UploadInfo, index: int, lo: int, hi: int) -> bytes:
         """Bytes [lo, hi) of chunk `index` (0-based), verified when the whole chunk is read."""
         bucket, prefix = self._location(info.id)
         total = chunk_count(info.length or 0, info.chunk_size)
@@ -352,32 +348,25 @@ class MinioStore:
         key = prefix + chunk_key(info.filename, index + 1, total)
         whole = lo == 0 and hi == chunk_len
         with self._storage_errors(info.id):
-            response = self.client.get_object(
-                bucket, key, offset=lo, length=hi - lo) if not whole else \
-                self.client.get_object(bucket, key)
+            if whole:
+                response = self.client.get_object(bucket, key)
+            else:
+                response = self.client.get_object(bucket, key, offset=lo, length=hi - lo)
             try:
-                buf = bytearray(hi - lo)
-                view = memoryview(buf)
-                got = 0
-                while got < len(buf):
-                    n = response.readinto(view[got:])
-                    if not n:
-                        break
-                    got += n
-                extra = response.read(1) if whole else b""
+                data = response.read()
                 recorded = response.headers.get(SHA256_META)
             finally:
                 response.close()
                 response.release_conn()
-        if got != len(buf) or extra:
+        if len(data) != hi - lo:
             log.error("corrupt chunk upload_id=%s chunk=%d: size differs from the recorded size",
                       info.id, index + 1)
             raise StoredDataCorrupt(info.id, index + 1, "size differs from what was stored")
-        if whole and recorded != hashlib.sha256(view).hexdigest():
+        if whole and recorded != hashlib.sha256(data).hexdigest():
             log.error("corrupt chunk upload_id=%s chunk=%d: SHA-256 differs from the recorded one",
                       info.id, index + 1)
             raise StoredDataCorrupt(info.id, index + 1, "SHA-256 differs from the recorded one")
-        return view
+        return data
 
     def list_ids(self) -> list[str]:
         """Upload ids, newest first, without reading any upload's objects."""
@@ -504,6 +493,27 @@ class MinioStore:
         if response.status == 404:
             raise UploadNotFound(upload_id)
         raise StorageUnavailable(f"lock PUT answered {response.status}")
+
+    def put_chunk_object(self, upload_id: str, key: str, view: memoryview, digest: str) -> None:
+        """PUT one chunk with its SHA-256 as metadata, straight from the receive buffer.
+
+        minio-py's put_object would copy the buffer and hash it once more to sign the payload
+        (it signs bodies over plain HTTP); a presigned URL signs only the request line, so the
+        bytes go out as they are and the digest we computed anyway is the only pass over them.
+        The digest metadata travels as a signed query parameter, which S3 and MinIO accept for
+        presigned PUTs (an unsigned `x-amz-meta-*` header would be refused).
+        """
+        bucket = self._location(upload_id)[0]
+        url = self.client.get_presigned_url("PUT", bucket, key, expires=timedelta(minutes=15),
+                                            extra_query_params={SHA256_META: digest})
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(view))}
+        with self._storage_errors(upload_id):
+            response = self.http.request("PUT", url, body=view, headers=headers,
+                                         preload_content=True)
+        if response.status == 404:
+            raise UploadNotFound(upload_id)
+        if response.status != 200:
+            raise StorageUnavailable(f"chunk PUT answered {response.status}")
 
     def read_object(self, upload_id: str, name: str) -> tuple[Optional[bytes], Optional[str]]:
         bucket, prefix = self._location(upload_id)
@@ -654,23 +664,34 @@ class _ChunkWriter:
                 if self.error is None:
                     self._put_chunk(buf, index, length)
                     if self.verifier is None:
-                        self.info.offset = end_offset
-                        self.info.updated = time.time()
-                        self._touch_expiry()
-                        self.store._write_info(self.info)
-                    self.committed = end_offset
+                        # The info write of this chunk overlaps the PUT of the next one; the
+                        # single writer thread keeps the offsets in order.
+                        self.info_writer.submit(self._commit_offset, end_offset)
+                    else:
+                        self.committed = end_offset
             except BaseException as exc:  # reported by run()
                 self.error = exc
             finally:
                 self.free.put(buf)
 
+    def _commit_offset(self, end_offset: int) -> None:
+        """Record in the info that bytes up to `end_offset` are stored (the chunk is put)."""
+        if self.error is not None:
+            return
+        try:
+            self.info.offset = end_offset
+            self.info.updated = time.time()
+            self._touch_expiry()
+            self.store._write_info(self.info)
+            self.committed = end_offset
+        except BaseException as exc:  # reported by run()
+            self.error = exc
+
     def _put_chunk(self, buf: bytearray, index: int, length: int) -> None:
         view = memoryview(buf)[:length]
         digest = hashlib.sha256(view).hexdigest()
         key = self.prefix + chunk_key(self.info.filename, index + 1, self.total)
-        with self.store._storage_errors(self.info.id):
-            self.store.client.put_object(self.bucket, key, _ViewReader(view), length,
-                                         metadata={"sha256": digest})
+        self.store.put_chunk_object(self.info.id, key, view, digest)
         self.lease.renew_if_due()
 
     def _touch_expiry(self) -> None:
@@ -687,6 +708,7 @@ class _ChunkWriter:
         interrupted = False
         putter = threading.Thread(target=self._putter, name=f"put-{info.id}", daemon=True)
         putter.start()
+        self.info_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tus-info")
         buf = self._take_buffer()
         try:
             if head_len:
@@ -722,6 +744,7 @@ class _ChunkWriter:
         finally:
             self.full.put(None)
             putter.join()
+            self.info_writer.shutdown(wait=True)
             if buf is not None:
                 self.free.put(buf)
         new_offset = self.committed
@@ -750,20 +773,6 @@ class _ChunkWriter:
             raise LengthExceeded(
                 f"the body goes past the upload length; stored up to offset {info.offset}")
         return WriteResult(offset=info.offset, received=received, interrupted=interrupted)
-
-
-class _ViewReader:
-    """A read()-able view of a buffer, so put_object can take it without a BytesIO copy."""
-
-    def __init__(self, view: memoryview):
-        self.view = view
-        self.pos = 0
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self.view) if size is None or size < 0 else min(len(self.view), self.pos + size)
-        data = self.view[self.pos:end]
-        self.pos = end
-        return bytes(data)
 
 
 def _read_into(stream, view: memoryview) -> int:
