@@ -31,7 +31,10 @@ import requests
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:5000/files/"
 DEFAULT_CHUNK_SIZE = 5 * 1024 * 1024  # the server's default chunk size, so PATCHes align
-PIECE = 1024 * 1024  # bytes read from the network or the disk at a time
+PIECE = 1024 * 1024  # bytes read from the disk at a time
+# Bytes read from the network at a time: when a transfer breaks, the piece being read is lost,
+# so it stays small and the .part keeps nearly all that arrived.
+NET_PIECE = 64 * 1024
 TRANSIENT_STATUS = {429, 502, 503, 504}
 
 
@@ -267,7 +270,8 @@ class Download:
             response = self.session.get(self.url, headers=headers, stream=True,
                                         timeout=self.timeout)
         except requests.RequestException as exc:
-            raise CliError(f"GET {self.url}: {describe(exc)}", transient=True) from None
+            raise CliError(f"GET {self.url}: {describe(exc)}",
+                           transient=not isinstance(exc, ValueError)) from None  # bad URL
         return response
 
     def fail_unless(self, response: requests.Response, *ok: int) -> None:
@@ -294,20 +298,23 @@ class Download:
         if have and saved_etag and (first is None or first.headers.get("ETag") == saved_etag):
             if first is not None:
                 first.close()
+                first = None
             response = self.get({"Range": f"bytes={have}-", "If-Range": saved_etag})
-            if response.status_code == 416 and \
-                    response.headers.get("Content-Range") == f"bytes */{have}":
-                response.close()  # the .part already holds the whole file
-                return self.finish(out, part, etag_path, have, saved_etag, None, complete=True)
-            self.fail_unless(response, 200, 206)
-            if response.status_code == 200:
+            if response.status_code == 416:
+                response.close()
+                if response.headers.get("Content-Range") == f"bytes */{have}":
+                    # The .part already holds the whole file: only the digest is left to check.
+                    return self.finish(out, part, etag_path, have, saved_etag, None)
+                say("the .part is longer than the file on the server; starting over")
+                response = None
+            elif response.status_code == 200:
                 say(f"{os.path.basename(out)} changed on the server since the .part began "
                     "(ETag); starting over")
         elif have:
             say("the .part cannot be resumed (no ETag saved, or the file changed); starting over")
         if response is None:
             response = first or self.get({})
-            self.fail_unless(response, 200)
+        self.fail_unless(response, 200, 206)
         return self.receive(out, part, etag_path, response)
 
     def receive(self, out: str, part: str, etag_path: str, response: requests.Response) -> str:
@@ -332,18 +339,18 @@ class Download:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             mode = "wb"
-        if etag:
-            _write_text(etag_path, etag)
-        elif os.path.exists(etag_path):
-            os.remove(etag_path)
-
         received = 0
         try:
             with open(part, mode) as sink, \
                     tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
                          file=sys.stderr, desc=os.path.basename(out)[:30],
                          disable=True if self.args.quiet else None) as bar:
-                for piece in response.iter_content(PIECE):
+                # The ETag goes next to the .part only once the .part holds this file's bytes.
+                if etag:
+                    _write_text(etag_path, etag)
+                elif os.path.exists(etag_path):
+                    os.remove(etag_path)
+                for piece in response.iter_content(NET_PIECE):
                     sink.write(piece)
                     hasher.update(piece)
                     received += len(piece)
@@ -361,18 +368,20 @@ class Download:
                            response.headers.get("Repr-Digest"), hasher=hasher)
 
     def finish(self, out: str, part: str, etag_path: str, size: int, etag: Optional[str],
-               repr_digest: Optional[str], complete: bool = False, hasher=None) -> str:
-        if not self.args.no_verify:
+               repr_digest: Optional[str], hasher=None) -> str:
+        expected = parse_repr_digest(repr_digest)
+        if expected is None and not self.args.no_verify:
+            expected = self.wait_for_digest(etag)
+            if expected is None:
+                raise CliError(f"the server gave no Repr-Digest for {self.url} within "
+                               f"{self.args.digest_wait:g}s, so the file cannot be verified; "
+                               "run again later, or pass --no-verify")
+        if expected is not None:  # checked even with --no-verify when the server sent one
             if hasher is None:  # nothing was fetched: hash the .part as it is
                 hasher = hashlib.sha256()
                 with open(part, "rb") as existing:
                     for piece in iter(lambda: existing.read(PIECE), b""):
                         hasher.update(piece)
-            expected = parse_repr_digest(repr_digest) or self.wait_for_digest(etag)
-            if expected is None:
-                raise CliError(f"the server gave no Repr-Digest for {self.url} within "
-                               f"{self.args.digest_wait:g}s, so the file cannot be verified; "
-                               "run again later, or pass --no-verify")
             if hasher.digest() != expected:
                 os.remove(part)
                 if os.path.exists(etag_path):
@@ -384,7 +393,8 @@ class Download:
         if os.path.exists(etag_path):
             os.remove(etag_path)
         if not self.args.quiet:
-            verified = "unverified" if self.args.no_verify else f"sha256 {hasher.hexdigest()}"
+            verified = f"sha256 {hasher.hexdigest()} verified" if expected is not None \
+                else "not verified: no Repr-Digest"
             say(f"saved {out} ({size} bytes, {verified})")
         return out
 
@@ -422,6 +432,9 @@ def _write_text(path: str, text: str) -> None:
 
 
 def download(args: argparse.Namespace) -> int:
+    parsed = urlparse(args.url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise CliError(f"{args.url!r} is not an http(s) URL")
     session = requests.Session()
     # Ranges count bytes of the stored file; a compressed transfer would count other bytes.
     session.headers["Accept-Encoding"] = "identity"
@@ -473,7 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where to save it (a directory keeps the server's filename; "
                            "default: the server's filename in the current directory)")
     down.add_argument("--no-verify", action="store_true",
-                      help="save the file even when the server gives no Repr-Digest")
+                      help="save the file even when the server gives no Repr-Digest (one it "
+                           "does give is still checked)")
     down.add_argument("--digest-wait", type=float, default=30.0, metavar="SECONDS",
                       help="how long to wait for a digest the server is still computing")
     down.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
@@ -493,7 +507,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         say("interrupted; run the same command again to resume")
         return 130
     except OSError as exc:
-        say(f"error: {exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
+        say(f"error: {f'{exc.filename}: ' if exc.filename else ''}{exc.strerror or exc}")
+        return 1
+    except Exception as exc:  # still one line; TUS_CLI_DEBUG=1 shows the traceback
+        if os.environ.get("TUS_CLI_DEBUG"):
+            raise
+        say(f"error: unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
         return 1
 
 
