@@ -443,6 +443,8 @@ class MinioStore:
                 info.sha256 = hasher.hexdigest()
                 self._write_info(info)
             log.info("digest computed upload_id=%s", upload_id)
+        except UploadNotFound:
+            log.info("digest pass stopped: upload_id=%s was terminated", upload_id)
         except Exception:  # logged; the next GET schedules it again
             log.exception("digest pass failed upload_id=%s", upload_id)
         finally:
