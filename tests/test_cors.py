@@ -122,3 +122,11 @@ def test_wildcard_allows_every_origin(make_server):
     headed = requests.head(url, headers={**TUS, "Origin": OTHER})
     assert headed.headers["Access-Control-Allow-Origin"] in ("*", OTHER)
     assert "upload-offset" in header_set(headed, "Access-Control-Expose-Headers")
+
+
+def test_single_allowed_origin_answers_vary_origin(make_server):
+    origin = "http://127.0.0.1:1"
+    server = make_server(cors_origins=(origin,))
+    response = requests.options(server.files_url(), headers={"Origin": origin})
+    assert "Origin" in response.headers.get("Vary", "")
+    assert response.headers["Access-Control-Allow-Origin"] == origin

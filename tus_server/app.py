@@ -137,6 +137,14 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
         CORS(app, origins=origins, expose_headers=EXPOSED_HEADERS, allow_headers=ALLOWED_HEADERS,
              methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"], max_age=86400)
 
+        if origins != "*":
+            @app.after_request
+            def vary_on_origin(response):
+                # The answer depends on Origin even with one allowed origin (flask-cors only
+                # says so for several), and downloads may be cached by the browser.
+                response.vary.add("Origin")
+                return response
+
     @app.get("/")
     def index():
         return send_from_directory(WEB_DIR, "uppy-client.html")
