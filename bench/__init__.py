@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench.bench [--scale F]` (or `make bench`)."""

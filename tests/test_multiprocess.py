@@ -1,0 +1,255 @@
+"""Several app processes on one MinIO: no upload state in process memory, and a per-upload lock
+(`.tus/lock`, a lease held in MinIO) that keeps two PATCHes through two processes apart.
+
+Every test here runs the app under gunicorn in subprocesses, as `make run` serves it.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+import time
+
+import pytest
+import requests
+from tusclient import client as tus_client
+
+from tus_server.minio_backend import LOCK_NAME
+
+from .helpers import (
+    MIB,
+    TUS,
+    OCTET,
+    create_url,
+    head,
+    metadata,
+    patch,
+    sha256,
+    stored_file,
+    upload_id,
+)
+
+CHUNK = 1 * MIB
+
+
+def pattern(size: int, label: bytes) -> bytes:
+    """Bytes that say whose they are: any mix of two clients' bodies is visible."""
+    block = hashlib.sha256(label).digest() * 32  # 1 KiB
+    return (block * (size // len(block) + 1))[:size]
+
+
+def repr_digest(data: bytes) -> str:
+    return "sha-256=:" + base64.b64encode(hashlib.sha256(data).digest()).decode() + ":"
+
+
+def wait_for_repr_digest(url: str, timeout: float = 30) -> str | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        digest = requests.get(url, stream=True).headers.get("Repr-Digest")
+        if digest:
+            return digest
+        time.sleep(0.25)
+    return None
+
+
+@pytest.fixture
+def two_instances(gunicorn_server):
+    return gunicorn_server(chunk_size=CHUNK), gunicorn_server(chunk_size=CHUNK)
+
+
+def test_upload_created_on_a_patched_on_b_is_seen_on_a(two_instances):
+    a, b = two_instances
+    data = pattern(5 * MIB + 321, b"a-and-b")
+    url_a = create_url(a.url, len(data), metadata(filename="shared.bin"))
+    url_b = b.url + "/files/" + upload_id(url_a)
+
+    assert patch(url_b, 0, data[:MIB + 7]).status_code == 204
+    assert head(url_a).headers["Upload-Offset"] == str(MIB + 7)
+    assert patch(url_a, MIB + 7, data[MIB + 7:3 * MIB]).status_code == 204
+    assert head(url_b).headers["Upload-Offset"] == str(3 * MIB)
+    # A stale offset is a conflict on either instance.
+    assert patch(url_b, MIB + 7, data[MIB + 7:2 * MIB]).status_code == 409
+    assert patch(url_b, 3 * MIB, data[3 * MIB:]).status_code == 204
+    assert head(url_a).headers["Upload-Offset"] == str(len(data))
+
+    got = requests.get(url_a)
+    assert got.status_code == 200
+    assert sha256(got.content) == sha256(data)
+    # Neither process saw every byte in order, so the digest comes from a pass over the chunks.
+    assert wait_for_repr_digest(url_b) == repr_digest(data)
+
+    assert requests.delete(url_b, headers=TUS).status_code == 204
+    assert head(url_a).status_code == 404
+
+
+def race(url_a: str, url_b: str, offset: int, body_a: bytes, body_b: bytes) -> dict:
+    """PATCH both bodies at `offset` at the same moment, one through each instance."""
+    barrier = threading.Barrier(2)
+    results: dict[str, object] = {}
+
+    def send(name: str, url: str, body: bytes) -> None:
+        barrier.wait()
+        try:
+            results[name] = patch(url, offset, body).status_code
+        except requests.RequestException as exc:  # reported by the assertion below
+            results[name] = exc
+
+    threads = [threading.Thread(target=send, args=("a", url_a, body_a)),
+               threading.Thread(target=send, args=("b", url_b, body_b))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return results
+
+
+def test_two_clients_patching_one_upload_through_two_instances(two_instances, store):
+    a, b = two_instances
+    racing = 4 * MIB
+    size = racing + 2 * MIB + 11
+    seen = []
+    for round_ in range(4):
+        body_a, body_b = pattern(size, b"client-a"), pattern(size, b"client-b")
+        url_a = create_url(a.url, size, metadata(filename=f"race{round_}.bin"))
+        uid = upload_id(url_a)
+        url_b = b.url + "/files/" + uid
+
+        results = race(url_a, url_b, 0, body_a[:racing], body_b[:racing])
+
+        statuses = sorted(results.values(), key=str)
+        seen.append(results)
+        assert 204 in statuses, results
+        loser = [s for s in statuses if s != 204]
+        assert len(loser) == 1 and loser[0] in (409, 423), results
+        winner_body = body_a if results["a"] == 204 else body_b
+        assert head(url_a).headers["Upload-Offset"] == str(racing)
+        assert stored_file(store, uid) == winner_body[:racing], "stored bytes mix both clients"
+
+        # The loser learns the offset and finishes with the winner's remaining bytes.
+        done = patch(url_b if results["a"] == 204 else url_a, racing, winner_body[racing:])
+        assert done.status_code == 204, done.text
+        got = requests.get(url_a)
+        assert sha256(got.content) == sha256(winner_body)
+        assert wait_for_repr_digest(url_b) == repr_digest(winner_body)
+    print("race outcomes:", seen)
+
+
+class SlowBody:
+    """A chunked request body that trickles until told to stop (or its sender dies)."""
+
+    def __init__(self, piece: bytes = b"s" * 16384, pause: float = 0.05):
+        self.piece = piece
+        self.pause = pause
+        self.stop = threading.Event()
+        self.sent = 0
+
+    def __iter__(self):
+        while not self.stop.is_set():
+            self.sent += len(self.piece)
+            yield self.piece
+            time.sleep(self.pause)
+
+
+def start_slow_patch(url: str, offset: int, body: SlowBody) -> tuple[threading.Thread, dict]:
+    outcome: dict[str, object] = {}
+
+    def run():
+        try:
+            outcome["status"] = requests.patch(
+                url, data=iter(body), timeout=60,
+                headers={**TUS, **OCTET, "Upload-Offset": str(offset)}).status_code
+        except requests.RequestException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def wait_for_lock(store, uid: str, timeout: float = 10) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data, _ = store.read_object(uid, LOCK_NAME)
+        if data:
+            return json.loads(data)
+        time.sleep(0.02)
+    raise AssertionError("the PATCH never took the upload's lock")
+
+
+def test_patch_while_another_instance_holds_the_upload_is_423(two_instances, store):
+    a, b = two_instances
+    url_a = create_url(a.url, 10 * MIB, metadata(filename="held.bin"))
+    uid = upload_id(url_a)
+    url_b = b.url + "/files/" + uid
+    body = SlowBody()
+    thread, outcome = start_slow_patch(url_a, 0, body)
+    try:
+        wait_for_lock(store, uid)
+        response = patch(url_b, 0, b"x" * 1000)
+        assert response.status_code == 423, response.text
+        assert response.headers["Tus-Resumable"] == "1.0.0"
+        assert requests.head(url_b, headers=TUS).status_code == 200  # reads are not locked
+    finally:
+        body.stop.set()
+        thread.join(timeout=30)
+    assert outcome.get("status") == 204, outcome
+    stored = int(head(url_b).headers["Upload-Offset"])
+    assert stored == body.sent
+    assert patch(url_b, 0, b"x" * 1000).status_code == 409
+    assert store.read_object(uid, LOCK_NAME) == (None, None), "the lock was not released"
+
+
+def test_lock_of_a_killed_instance_expires_after_the_lease(gunicorn_server, store):
+    lease = 3
+    a = gunicorn_server(chunk_size=CHUNK, lock_lease=lease)
+    b = gunicorn_server(chunk_size=CHUNK, lock_lease=lease)
+    data = pattern(2 * MIB, b"after-the-crash")
+    url_a = create_url(a.url, len(data), metadata(filename="crash.bin"))
+    uid = upload_id(url_a)
+    url_b = b.url + "/files/" + uid
+
+    body = SlowBody()
+    thread, _ = start_slow_patch(url_a, 0, body)
+    wait_for_lock(store, uid)
+    a.kill()  # SIGKILL: the lock object stays behind, nobody will remove it
+    killed_at = time.time()
+    body.stop.set()
+    thread.join(timeout=30)
+    stale, _ = store.read_object(uid, LOCK_NAME)
+    assert stale is not None, "the killed holder's lock is gone"
+    lock = json.loads(stale)  # as last renewed by the dead holder
+
+    offset = int(head(url_b).headers["Upload-Offset"])
+    statuses = []
+    while True:
+        response = patch(url_b, offset, data[offset:])
+        statuses.append(response.status_code)
+        if response.status_code != 423:
+            break
+        assert time.time() < killed_at + lease + 5, f"still locked {lease + 5}s after the kill"
+        time.sleep(0.2)
+    accepted_at = time.time()
+
+    assert statuses[0] == 423, statuses
+    assert statuses[-1] == 204, statuses
+    assert accepted_at >= lock["expires"], "the lock was taken over before its lease ran out"
+    assert accepted_at - lock["expires"] < 3, "the takeover waited long past the lease"
+    assert head(url_b).headers["Upload-Offset"] == str(len(data))
+    assert sha256(requests.get(url_b).content) == sha256(data)
+
+
+def test_gunicorn_with_two_workers_completes_a_tuspy_upload(gunicorn_server, tmp_path):
+    app = gunicorn_server(chunk_size=CHUNK, workers=2)
+    data = pattern(9 * MIB + 5, b"two-workers")
+    path = tmp_path / "workers.bin"
+    path.write_bytes(data)
+    # tuspy opens a new connection per request, so the PATCHes spread over both workers.
+    uploader = tus_client.TusClient(app.url + "/files/").uploader(
+        str(path), chunk_size=MIB + 3, metadata={"filename": "workers.bin"})
+    uploader.upload()
+    assert head(uploader.url).headers["Upload-Offset"] == str(len(data))
+    got = requests.get(uploader.url)
+    assert got.status_code == 200
+    assert sha256(got.content) == sha256(data)
+    assert wait_for_repr_digest(uploader.url) == repr_digest(data)
