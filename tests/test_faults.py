@@ -278,13 +278,14 @@ def test_lock_wait_lets_the_second_patch_queue_instead_of_423(make_server):
 
 
 def test_delete_while_patch_runs_is_423(make_server):
+    """DELETE waits up to two seconds for a busy upload, then answers 423."""
     server = make_server()
     url = create_url(server.url, 1_000_000)
     started = threading.Event()
     result: dict = {}
 
-    def slow():
-        result["slow"] = patch(url, 0, _slow_body(b"a" * 500_000, 50_000, 0.05, started))
+    def slow():  # about six seconds
+        result["slow"] = patch(url, 0, _slow_body(b"a" * 600_000, 10_000, 0.1, started))
 
     sender = threading.Thread(target=slow)
     sender.start()

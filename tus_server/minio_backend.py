@@ -276,7 +276,9 @@ class MinioStore:
 
     def terminate(self, upload_id: str) -> None:
         bucket, prefix = self._location(upload_id)
-        with self.locked(upload_id, keep_lock_object=True):
+        # Wait a little: a background digest pass holds the lock only briefly.
+        wait = max(self.settings.lock_wait, 2.0)
+        with self.locked(upload_id, wait=wait, keep_lock_object=True):
             info = self._read_info(upload_id)
             with self._storage_errors(upload_id):
                 names = [obj.object_name for obj in
@@ -774,7 +776,8 @@ class _ChunkWriter:
         if excess:
             raise LengthExceeded(
                 f"the body goes past the upload length; stored up to offset {info.offset}")
-        return WriteResult(offset=info.offset, received=received, interrupted=interrupted)
+        return WriteResult(offset=info.offset, received=received, interrupted=interrupted,
+                           info=info)
 
 
 def _read_into(stream, view: memoryview) -> int:

@@ -309,18 +309,12 @@ def patch(upload_id: str):
         raise errors.PayloadTooLarge(
             f"{content_length} bytes at offset {offset} would pass Tus-Max-Size {settings.max_size}")
 
-    if not _has_body():
-        new_offset, info_after = info.offset, info
-    else:
-        result = _write_body(info, offset)
-        new_offset = result.offset
-        info_after = None
+    if _has_body():
+        info = _write_body(info, offset).info
     response = Response(status=204)
-    response.headers["Upload-Offset"] = str(new_offset)
-    if settings.expiration:
-        info_after = info_after or _store().get(upload_id)
-        if info_after.expires and not info_after.completed:
-            response.headers["Upload-Expires"] = http_date(info_after.expires)
+    response.headers["Upload-Offset"] = str(info.offset)
+    if info.expires and not info.completed:
+        response.headers["Upload-Expires"] = http_date(info.expires)
     return response
 
 

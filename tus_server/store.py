@@ -58,6 +58,7 @@ class WriteResult:
     offset: int  # the offset now stored (the truth)
     received: int  # body bytes read in this request
     interrupted: bool  # the body ended before its announced length
+    info: Optional["UploadInfo"] = None  # the upload as stored after the write
 
 
 class StoreError(Exception):
