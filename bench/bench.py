@@ -228,7 +228,8 @@ class CpuMeter:
 class App:
     """The app under gunicorn, as scripts/run.sh starts it (gthread workers)."""
 
-    def __init__(self, minio: MinioProcess, workdir: Path, layout: str, workers: int, threads: int):
+    def __init__(self, minio: MinioProcess, workdir: Path, layout: str, workers: int, threads: int,
+                 name: str = "", extra_env: Optional[dict] = None):
         self.port = free_port()
         self.layout = layout
         env = dict(os.environ)
@@ -237,12 +238,14 @@ class App:
             "MINIO_SECRET_KEY": SECRET_KEY, "TUS_LAYOUT": layout, "TUS_BUCKET": "tus-bench",
             "TUS_CLEANUP_INTERVAL": "0", "HOST": "127.0.0.1", "PORT": str(self.port),
         })
-        self.log_path = workdir / f"gunicorn-{layout}.log"
+        env.update(extra_env or {})
+        name = name or layout
+        self.log_path = workdir / f"gunicorn-{name}.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "tus_server.wsgi:app",
              "--bind", f"127.0.0.1:{self.port}", "--worker-class", "gthread",
              "--workers", str(workers), "--threads", str(threads), "--timeout", "300",
-             "--access-logfile", str(workdir / f"access-{layout}.log")],
+             "--no-control-socket", "--access-logfile", str(workdir / f"access-{name}.log")],
             cwd=ROOT, env=env, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
             start_new_session=True)
         deadline = time.monotonic() + 30
@@ -355,7 +358,7 @@ def mib(size: int) -> str:
 
 # ------------------------------------------------------------------------------ measurements
 def bench_one_file(report: Report, app: App, client: Minio, workdir: Path, size: int,
-                   blocks: Blocks) -> None:
+                   blocks: Blocks, wide_app: Optional[App] = None) -> None:
     path = workdir / "upload.bin"
     log(f"writing a {human(size)} test file")
     digest = write_file(path, size, blocks)
@@ -396,6 +399,21 @@ def bench_one_file(report: Report, app: App, client: Minio, workdir: Path, size:
                one_patch.note() + ("" if patch_ok else "; **SHA-256 MISMATCH**"))
     if not patch_ok:
         report.problems.append("single-PATCH upload digest mismatch")
+
+    if wide_app is not None:
+        # The same PATCH with TUS_WRITE_BUFFERS=4: three chunk PUTs in flight instead of one.
+        wide_url = create_upload(wide_app, size, "upload.bin")
+        with open(path, "rb") as source, CpuMeter() as wide_patch:
+            single_patch(wide_url, source, size)
+        wide_rate = mb_per_s(size, wide_patch.wall)
+        wide_ok = repr_digest_hex(wide_url) == digest
+        report.add(f"upload {human(size)}, one PATCH, TUS_WRITE_BUFFERS=4", f"{wide_rate:.0f} MB/s",
+                   f"{direct_rate:.0f} MB/s", ratio(wide_rate, direct_rate),
+                   "three chunk PUTs in flight (the default, 2 buffers, has one)"
+                   + ("" if wide_ok else "; **SHA-256 MISMATCH**"))
+        if not wide_ok:
+            report.problems.append("TUS_WRITE_BUFFERS=4 upload digest mismatch")
+        terminate(wide_url)
 
     # Downloads: the tus upload just made vs. the object put directly.
     def tus_download():
@@ -570,13 +588,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         client = Minio(minio.endpoint, ACCESS_KEY, SECRET_KEY, secure=False)
         apps = {layout: App(minio, workdir, layout, args.workers, args.threads)
                 for layout in ("bucket", "prefix")}
+        apps["wide"] = App(minio, workdir, "bucket", args.workers, args.threads, name="wide",
+                           extra_env={"TUS_WRITE_BUFFERS": "4"})
         CpuMeter.app_pid, CpuMeter.minio_pid = apps["bucket"].proc.pid, minio.proc.pid
         blocks = Blocks()
-        bench_one_file(report, apps["bucket"], client, workdir, one_gib, blocks)
+        bench_one_file(report, apps["bucket"], client, workdir, one_gib, blocks, apps["wide"])
         if not args.skip_4g:
             bench_generated_patch(report, apps["bucket"], four_gib, blocks)
         bench_concurrent(report, apps["bucket"], client, 32, concurrent_size, blocks)
-        bench_creation(report, apps, creation_seconds)
+        bench_creation(report, {k: apps[k] for k in ("bucket", "prefix")}, creation_seconds)
     finally:
         for app in (apps or {}).values():
             app.stop()

@@ -489,3 +489,18 @@ def test_chunked_body_on_finished_upload_is_413_and_changes_nothing(server):
     assert response.status_code == 413
     assert head(url).headers["Upload-Offset"] == "3"
     assert requests.get(url).content == b"abc"
+
+
+def test_several_chunk_puts_in_flight_keep_the_same_layout(make_server, store):
+    """TUS_WRITE_BUFFERS=4: three chunk PUTs of one PATCH run at once, same objects and bytes."""
+    server = make_server(chunk_size=64 * 1024, write_buffers=4)
+    data = os.urandom(40 * 64 * 1024 + 123)
+    url = create_url(server.url, len(data), metadata(filename="wide.bin"))
+    assert patch(url, 0, data[:1000]).status_code == 204
+    response = patch(url, 1000, data[1000:])
+    assert response.status_code == 204 and response.headers["Upload-Offset"] == str(len(data))
+    uid = upload_id(url)
+    assert len(chunk_objects(store, uid)) == 41
+    assert sha256(stored_file(store, uid)) == sha256(data)
+    assert requests.get(url).headers["Repr-Digest"] == (
+        "sha-256=:" + __import__("base64").b64encode(bytes.fromhex(sha256(data))).decode() + ":")

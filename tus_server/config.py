@@ -72,6 +72,9 @@ class Settings:
     lock_lease: int = 30
     # Seconds a PATCH waits for a busy upload before answering 423 Locked.
     lock_wait: float = 0.0
+    # Chunk buffers per PATCH: one receives while the others are being put to MinIO (2 = one
+    # PUT in flight; more buffers let several chunk PUTs of one PATCH run side by side).
+    write_buffers: int = 2
     # Seconds clients are told to wait (Retry-After) when MinIO is unreachable.
     retry_after: int = 5
     # Path to the npm-installed Uppy dist folder served at /vendor/uppy/.
@@ -108,6 +111,7 @@ class Settings:
             lock_lease=_int(env, "TUS_LOCK_LEASE", defaults.lock_lease, 1),
             lock_wait=float(_int(env, "TUS_LOCK_WAIT_MS", 0)) / 1000.0,
             retry_after=_int(env, "TUS_RETRY_AFTER", defaults.retry_after, 1),
+            write_buffers=_int(env, "TUS_WRITE_BUFFERS", defaults.write_buffers, 2),
             uppy_dist=env.get("TUS_UPPY_DIST", defaults.uppy_dist),
         )
         return settings

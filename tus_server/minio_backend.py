@@ -29,6 +29,7 @@ Layout of one upload (id `tus-<32 hex>`):
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
 import io
 import json
@@ -71,8 +72,11 @@ LOCK_NAME = ".tus/lock"
 INDEX_PREFIX = ".tus-index/"
 SHA256_META = "x-amz-meta-sha256"
 NOT_FOUND_CODES = {"NoSuchBucket", "NoSuchKey", "NoSuchUpload", "ResourceNotFound"}
-# Chunk buffers per PATCH: one being received while the other is put to MinIO.
-MAX_BUFFERS = 2
+# Chunks a download reads ahead of the one being sent.
+READ_AHEAD = 2
+# Seconds of lease left under which a release first checks that the lock is still ours
+# (hosts sharing a MinIO need clocks in sync to well within this).
+RELEASE_MARGIN = 2.0
 
 
 def chunk_key(filename: str, index: int, total: Optional[int]) -> str:
@@ -141,7 +145,7 @@ class MinioStore:
             http_client=self.http,
         )
         self._hashes = _RunningHashes()
-        self._local_locks: dict[str, threading.Lock] = {}
+        self._local_locks: dict[str, list] = {}  # upload id -> [Lock, users]
         self._local_locks_guard = threading.Lock()
         self._digesting: set[str] = set()
         # Lock holders of this process whose release failed (MinIO was down): their lock
@@ -331,15 +335,18 @@ class MinioStore:
             plan.append((index, lo, hi))
         if start >= end:
             return
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tus-prefetch")
+        pool = ThreadPoolExecutor(max_workers=READ_AHEAD, thread_name_prefix="tus-prefetch")
+        pending: collections.deque = collections.deque()
         try:
-            pending = pool.submit(self._read_chunk, info, *plan[0])
-            for position, _ in enumerate(plan):
-                data = pending.result()
-                if position + 1 < len(plan):
-                    pending = pool.submit(self._read_chunk, info, *plan[position + 1])
-                yield data  # bytes, as WSGI servers require: one chunk, one write
+            for step in plan:
+                pending.append(pool.submit(self._read_chunk, info, *step))
+                if len(pending) > READ_AHEAD:
+                    yield pending.popleft().result()  # bytes, as WSGI servers require
+            while pending:
+                yield pending.popleft().result()
         finally:
+            for future in pending:
+                future.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _read_chunk(self, info: UploadInfo, index: int, lo: int, hi: int) -> bytes:
@@ -459,19 +466,27 @@ class MinioStore:
         """Hold the upload against other requests in this process and in other processes."""
         wait = self.settings.lock_wait if wait is None else wait
         with self._local_locks_guard:
-            local = self._local_locks.setdefault(upload_id, threading.Lock())
-        got_local = local.acquire(timeout=wait) if wait > 0 else local.acquire(blocking=False)
-        if not got_local:
-            raise UploadLocked(f"upload {upload_id} is busy with another request")
+            entry = self._local_locks.setdefault(upload_id, [threading.Lock(), 0])
+            entry[1] += 1  # requests holding or waiting; the entry goes when none are left
+        local = entry[0]
         try:
-            lease = _Lease(self, upload_id)
-            lease.acquire(wait)
+            got_local = local.acquire(timeout=wait) if wait > 0 else local.acquire(blocking=False)
+            if not got_local:
+                raise UploadLocked(f"upload {upload_id} is busy with another request")
             try:
-                yield lease
+                lease = _Lease(self, upload_id)
+                lease.acquire(wait)
+                try:
+                    yield lease
+                finally:
+                    lease.release(keep_object=keep_lock_object)
             finally:
-                lease.release(keep_object=keep_lock_object)
+                local.release()
         finally:
-            local.release()
+            with self._local_locks_guard:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._local_locks[upload_id]
 
     def conditional_put(self, upload_id: str, name: str, data: bytes,
                         if_match: Optional[str] = None, if_none_match: bool = False):
@@ -596,6 +611,10 @@ class _Lease:
         if keep_object or not self.etag:
             return
         try:
+            if self.expires_at - time.time() > RELEASE_MARGIN:
+                # Our lease is still running, so nobody can have taken the lock over.
+                self.store.remove_object(self.upload_id, LOCK_NAME)
+                return
             current, _ = self.store.read_object(self.upload_id, LOCK_NAME)
             if current is not None and _parse_lock(current)[0] == self.holder:
                 self.store.remove_object(self.upload_id, LOCK_NAME)
@@ -614,8 +633,12 @@ def _parse_lock(body: bytes) -> tuple[Optional[str], float]:
 
 
 class _ChunkWriter:
-    """One PATCH body cut into chunk objects: the receiving side fills a buffer while a
-    putter thread stores the previous one (two buffers in all, reused)."""
+    """One PATCH body cut into chunk objects: the receiving side fills a buffer while putter
+    threads store the previous ones (TUS_WRITE_BUFFERS buffers in all, default two, reused).
+
+    Chunks may finish out of order when several are put at once; the offset only ever moves
+    to the end of the longest run of stored chunks from the start.
+    """
 
     def __init__(self, store: MinioStore, info: UploadInfo, verifier: Optional[BodyVerifier],
                  lease: "_Lease"):
@@ -625,15 +648,19 @@ class _ChunkWriter:
         self.verifier = verifier
         self.size = info.chunk_size
         self.free: queue.Queue = queue.Queue()
-        self.buffers = 0  # allocated so far; at most MAX_BUFFERS, reused after that
+        self.max_buffers = max(2, store.settings.write_buffers)
+        self.buffers = 0  # allocated so far; at most max_buffers, reused after that
         self.full: queue.Queue = queue.Queue()
+        self.order_lock = threading.Lock()
+        self.in_flight: collections.deque = collections.deque()  # chunk end offsets, in order
+        self.stored: set[int] = set()  # end offsets of chunks put but not yet committed
         self.error: Optional[BaseException] = None
         self.committed = info.offset
         self.bucket, self.prefix = store._location(info.id)
         self.total = chunk_count(info.length, self.size) if info.length is not None else None
 
     def _take_buffer(self) -> bytearray:
-        if self.free.empty() and self.buffers < MAX_BUFFERS:
+        if self.free.empty() and self.buffers < self.max_buffers:
             self.buffers += 1
             return bytearray(self.size)
         return self.free.get()
@@ -667,16 +694,34 @@ class _ChunkWriter:
             try:
                 if self.error is None:
                     self._put_chunk(buf, index, length)
-                    if self.verifier is None:
-                        # The info write of this chunk overlaps the PUT of the next one; the
-                        # single writer thread keeps the offsets in order.
-                        self.info_writer.submit(self._commit_offset, end_offset)
-                    else:
-                        self.committed = end_offset
+                    self._mark_stored(end_offset)
             except BaseException as exc:  # reported by run()
                 self.error = exc
             finally:
                 self.free.put(buf)
+
+    def _hand_over(self, item: tuple) -> None:
+        """Queue a filled buffer for the putters, remembering the order of the chunks."""
+        with self.order_lock:
+            self.in_flight.append(item[3])
+        self.full.put(item)
+
+    def _mark_stored(self, end_offset: int) -> None:
+        """Advance the offset over every chunk stored without a gap before it."""
+        with self.order_lock:
+            self.stored.add(end_offset)
+            newest = None
+            while self.in_flight and self.in_flight[0] in self.stored:
+                newest = self.in_flight.popleft()
+                self.stored.discard(newest)
+            if newest is None:
+                return
+            if self.verifier is None:
+                # The info write overlaps the next chunk PUT; the single writer thread keeps
+                # the offsets in order.
+                self.info_writer.submit(self._commit_offset, newest)
+            else:
+                self.committed = newest
 
     def _commit_offset(self, end_offset: int) -> None:
         """Record in the info that bytes up to `end_offset` are stored (the chunk is put)."""
@@ -710,9 +755,11 @@ class _ChunkWriter:
         received = 0
         excess = False
         interrupted = False
-        putter = threading.Thread(target=self._putter, name=f"put-{info.id}", daemon=True)
-        putter.start()
         self.info_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tus-info")
+        putters = [threading.Thread(target=self._putter, name=f"put-{info.id}", daemon=True)
+                   for _ in range(self.max_buffers - 1)]
+        for putter in putters:
+            putter.start()
         buf = self._take_buffer()
         try:
             if head_len:
@@ -737,17 +784,19 @@ class _ChunkWriter:
                 fill += n
                 received += n
                 if fill == self.size:
-                    self.full.put((buf, index, fill, start + received))
+                    self._hand_over((buf, index, fill, start + received))
                     index += 1
                     fill = 0
                     buf = self._take_buffer()
                 self.lease.renew_if_due()
             if fill > (head_len if index == start // self.size else 0) and self.error is None:
-                self.full.put((buf, index, fill, start + received))
+                self._hand_over((buf, index, fill, start + received))
                 buf = None
         finally:
-            self.full.put(None)
-            putter.join()
+            for putter in putters:
+                self.full.put(None)
+            for putter in putters:
+                putter.join()
             self.info_writer.shutdown(wait=True)
             if buf is not None:
                 self.free.put(buf)
