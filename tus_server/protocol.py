@@ -123,12 +123,11 @@ def _parse_concat(raw: Optional[str]) -> tuple[Optional[str], list[str]]:
         raise errors.BadRequest("Upload-Concat must be 'partial' or 'final;<url> <url> ...'")
     ids = []
     for url in raw[len("final;"):].split():
-        path = urlparse(url).path.rstrip("/")
-        upload_id = path.rsplit("/", 1)[-1]
-        if not path.startswith(("/files/", "files/")) and "/files/" not in path or \
-                not is_upload_id(upload_id):
+        # Absolute or relative, possibly below a proxy's prefix: `.../files/<id>`.
+        segments = urlparse(url).path.strip("/").split("/")
+        if len(segments) < 2 or segments[-2] != "files" or not is_upload_id(segments[-1]):
             raise errors.BadRequest(f"Upload-Concat names {url[:80]!r}, which is not an upload URL")
-        ids.append(upload_id)
+        ids.append(segments[-1])
     if not ids:
         raise errors.BadRequest("Upload-Concat: final needs at least one partial upload URL")
     return "final", ids
