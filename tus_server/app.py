@@ -120,14 +120,10 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
 
     @app.errorhandler(StoreError)
     def store_error(error: StoreError):
-        return errors.render(_store_error(error)) if not isinstance(error, StorageUnavailable) \
-            else _unavailable(error)
-
-    def _unavailable(error: StorageUnavailable):
-        log.warning("storage unavailable: %s", error)
         mapped = _store_error(error)
-        mapped.headers["Retry-After"] = str(settings.retry_after)
-        return errors.render(mapped)
+        if isinstance(error, StorageUnavailable):
+            mapped.headers["Retry-After"] = str(settings.retry_after)
+        return errors.log_and_render(mapped)
 
     app.register_blueprint(tus_bp)
     app.register_blueprint(downloads_bp)

@@ -100,17 +100,23 @@ def _upload_id() -> str:
     return (request.view_args or {}).get("upload_id", "-")
 
 
+def log_and_render(error: TusError) -> Response:
+    """The one place an error becomes a response, with a log line naming the upload."""
+    level = logging.WARNING if error.status >= 500 else logging.INFO
+    log.log(level, "%s %s upload_id=%s -> %d %s", request.method, request.path,
+            _upload_id(), error.status, error.text)
+    return render(error)
+
+
 def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(TusError)
-    def tus_error(error: TusError):
-        level = logging.WARNING if error.status >= 500 else logging.INFO
-        log.log(level, "%s %s upload_id=%s -> %d %s", request.method, request.path,
-                _upload_id(), error.status, error.text)
-        return render(error)
+    app.register_error_handler(TusError, log_and_render)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
-        mapped = TusError(error.description.split(".")[0] if error.description else error.name)
+        # Routing and Werkzeug errors (404 for unknown paths, 405 with its Allow header...).
+        headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+        mapped = TusError(error.description.split(".")[0] if error.description else error.name,
+                          headers)
         mapped.status, mapped.reason = error.code or 500, error.name
         return render(mapped)
 
