@@ -825,8 +825,7 @@ class _ChunkWriter:
         if excess:
             raise LengthExceeded(
                 f"the body goes past the upload length; stored up to offset {info.offset}")
-        return WriteResult(offset=info.offset, received=received, interrupted=interrupted,
-                           info=info)
+        return WriteResult(info=info, received=received, interrupted=interrupted)
 
 
 def _read_into(stream, view: memoryview) -> int:

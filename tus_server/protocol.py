@@ -198,10 +198,8 @@ def create():
     if _is_offset_stream() and _has_body() and concat != "final":
         if length is not None and (_content_length() or 0) > length:
             raise errors.PayloadTooLarge("the body is longer than Upload-Length")
-        result = _write_body(info, 0)
-        info.offset = result.offset
-        info.completed = info.length is not None and result.offset == info.length
-        response.headers["Upload-Offset"] = str(result.offset)
+        info = _write_body(info, 0).info
+        response.headers["Upload-Offset"] = str(info.offset)
     elif _has_body() and concat != "final":
         raise errors.UnsupportedMediaType(
             "a creation body needs Content-Type: application/offset+octet-stream")

@@ -55,10 +55,9 @@ class UploadInfo:
 
 @dataclass
 class WriteResult:
-    offset: int  # the offset now stored (the truth)
+    info: UploadInfo  # the upload as stored after the write; its offset is the truth
     received: int  # body bytes read in this request
     interrupted: bool  # the body ended before its announced length
-    info: Optional["UploadInfo"] = None  # the upload as stored after the write
 
 
 class StoreError(Exception):
