@@ -488,49 +488,50 @@ class MinioStore:
                 if entry[1] == 0:
                     del self._local_locks[upload_id]
 
+    def _presigned_put(self, upload_id: str, key: str, body, headers: dict,
+                       query: Optional[dict] = None, retries=None):
+        """PUT `body` to `key` through a presigned URL and our own urllib3 pool.
+
+        minio-py 7.2's `put_object` can neither send S3 preconditions nor take a buffer without
+        copying and hashing it again (it signs bodies over plain HTTP). A presigned URL signs
+        only the request line (and `query`, e.g. `x-amz-meta-*` values), so headers such as
+        `If-None-Match` may be added and the bytes go out as they are.
+        """
+        bucket = self._location(upload_id)[0]
+        url = self.client.get_presigned_url("PUT", bucket, key, expires=timedelta(minutes=15),
+                                            extra_query_params=query)
+        with self._storage_errors(upload_id):
+            response = self.http.request("PUT", url, body=body, headers=headers, retries=retries)
+        if response.status == 404:
+            raise UploadNotFound(upload_id)
+        return response
+
     def conditional_put(self, upload_id: str, name: str, data: bytes,
                         if_match: Optional[str] = None, if_none_match: bool = False):
-        """PUT with an S3 precondition; returns the new ETag, or None if it failed (412).
-
-        minio-py 7.2's `put_object` cannot send `If-None-Match`/`If-Match`, so this signs the
-        request with its public `presigned_put_object` and sends it with our urllib3 pool;
-        presigned URLs sign only the host, leaving the precondition headers free to add.
-        """
-        bucket, prefix = self._location(upload_id)
-        url = self.client.presigned_put_object(bucket, prefix + name, expires=timedelta(minutes=5))
+        """PUT with an S3 precondition; returns the new ETag, or None if it failed (412)."""
         headers = {"Content-Type": "application/json"}
         if if_none_match:
             headers["If-None-Match"] = "*"
         if if_match:
             headers["If-Match"] = f'"{if_match}"'
-        with self._storage_errors(upload_id):
-            response = self.http.request("PUT", url, body=data, headers=headers, retries=False)
+        # No retries: a retried create could find its own first attempt and call it taken.
+        response = self._presigned_put(upload_id, self._location(upload_id)[1] + name, data,
+                                       headers, retries=False)
         if response.status in (200, 201):
             return response.headers.get("ETag", "").strip('"')
         if response.status in (409, 412):
             return None
-        if response.status == 404:
-            raise UploadNotFound(upload_id)
         raise StorageUnavailable(f"lock PUT answered {response.status}")
 
     def put_chunk_object(self, upload_id: str, key: str, view: memoryview, digest: str) -> None:
-        """PUT one chunk with its SHA-256 as metadata, straight from the receive buffer.
+        """PUT one chunk straight from the receive buffer, its SHA-256 in the same request.
 
-        minio-py's put_object would copy the buffer and hash it once more to sign the payload
-        (it signs bodies over plain HTTP); a presigned URL signs only the request line, so the
-        bytes go out as they are and the digest we computed anyway is the only pass over them.
-        The digest metadata travels as a signed query parameter, which S3 and MinIO accept for
-        presigned PUTs (an unsigned `x-amz-meta-*` header would be refused).
+        The digest travels as a signed `x-amz-meta-sha256` query parameter, which S3 and MinIO
+        accept for presigned PUTs (an unsigned `x-amz-meta-*` header would be refused); the
+        hash computed for it is the only pass over the bytes.
         """
-        bucket = self._location(upload_id)[0]
-        url = self.client.get_presigned_url("PUT", bucket, key, expires=timedelta(minutes=15),
-                                            extra_query_params={SHA256_META: digest})
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(view))}
-        with self._storage_errors(upload_id):
-            response = self.http.request("PUT", url, body=view, headers=headers,
-                                         preload_content=True)
-        if response.status == 404:
-            raise UploadNotFound(upload_id)
+        response = self._presigned_put(upload_id, key, view, headers, query={SHA256_META: digest})
         if response.status != 200:
             raise StorageUnavailable(f"chunk PUT answered {response.status}")
 
