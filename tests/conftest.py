@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +16,12 @@ from typing import Optional
 
 import pytest
 import requests
-from werkzeug.serving import make_server as werkzeug_server
 
 from tus_server.app import create_app
 from tus_server.config import Settings
 from tus_server.minio_backend import MinioStore
 
+from .helpers import ThreadedServer
 from .minio_process import ACCESS_KEY, ROOT, SECRET_KEY, MinioProcess, free_port
 
 LAYOUTS = [name.strip() for name in os.environ.get("TUS_TEST_LAYOUTS", "bucket,prefix").split(",")
@@ -89,16 +88,14 @@ class LiveServer:
     url: str
     settings: Settings
     store: MinioStore
-    _server: object
-    _thread: threading.Thread
+    _served: ThreadedServer
 
     def files_url(self) -> str:
         return self.url + "/files/"
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._thread.join(timeout=10)
-        sweeper = self._server.app.extensions.get("tus_sweeper")
+        self._served.stop()
+        sweeper = self._served.server.app.extensions.get("tus_sweeper")
         if sweeper is not None:
             sweeper.stop()
 
@@ -111,12 +108,8 @@ def make_server(settings, store):
     def start(**overrides) -> LiveServer:
         own_settings = settings.with_overrides(**overrides)
         own_store = store if not overrides else MinioStore(own_settings)
-        app = create_app(own_settings, own_store)
-        server = werkzeug_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                  daemon=True)
-        thread.start()
-        live = LiveServer(f"http://127.0.0.1:{server.port}", own_settings, own_store, server, thread)
+        served = ThreadedServer(create_app(own_settings, own_store))
+        live = LiveServer(served.url, own_settings, own_store, served)
         servers.append(live)
         return live
 

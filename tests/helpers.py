@@ -4,9 +4,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import threading
 from typing import Optional
 
 import requests
+from werkzeug.serving import make_server
 
 from tus_server.minio_backend import MinioStore
 
@@ -94,3 +96,18 @@ def stored_file(store: MinioStore, upload_id_: str) -> bytes:
         return int(name.rsplit(".part", 1)[1].split("of")[0])
 
     return b"".join(read_object(store, upload_id_, n) for n in sorted(chunks, key=part_number))
+
+
+class ThreadedServer:
+    """A WSGI app served by Werkzeug in a daemon thread on a free loopback port."""
+
+    def __init__(self, app):
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.thread.join(timeout=10)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from tusclient.storage.filestorage import FileStorage
 from werkzeug.http import parse_options_header
 
 from tus_server.cli import FileFingerprint
@@ -45,6 +46,14 @@ def run_cli(tmp_path: Path, *args, cwd=None, timeout: float = 120) -> subprocess
 def start_cli(tmp_path: Path, *args, cwd=None) -> subprocess.Popen:
     return subprocess.Popen(cli_args(*args), cwd=cwd or tmp_path, env=cli_env(tmp_path),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def remember_upload(url_store: Path, endpoint: str, path: Path, url: str) -> None:
+    """Put `url` in the CLI's URL store as the unfinished upload of `path`, as a run would."""
+    storage = FileStorage(str(url_store))
+    with open(path, "rb") as stream:
+        storage.set_item(FileFingerprint(endpoint, str(path)).get_fingerprint(stream), url)
+    storage.close()
 
 
 def assert_ok(result: subprocess.CompletedProcess) -> str:
@@ -193,12 +202,7 @@ def test_upload_starts_over_when_the_remembered_upload_is_gone(server, tmp_path)
     url_store = tmp_path / "urls.json"
     gone = create_url(server.url, len(data), metadata(filename="again.bin"))
     assert requests.delete(gone, headers=TUS).status_code == 204
-    from tusclient.storage.filestorage import FileStorage
-
-    storage = FileStorage(str(url_store))
-    with open(path, "rb") as stream:
-        storage.set_item(FileFingerprint(server.files_url(), str(path)).get_fingerprint(stream), gone)
-    storage.close()
+    remember_upload(url_store, server.files_url(), path, gone)
 
     result = run_cli(tmp_path, "upload", path, "--endpoint", server.files_url(),
                      "--url-store", url_store)
@@ -216,12 +220,7 @@ def test_upload_of_a_file_edited_since_is_a_new_upload(server, tmp_path):
     url_store = tmp_path / "urls.json"
     old = create_url(server.url, len(before), metadata(filename="edited.bin"))
     assert patch(old, 0, before[:90 * KIB]).status_code == 204
-    from tusclient.storage.filestorage import FileStorage
-
-    storage = FileStorage(str(url_store))
-    with open(path, "rb") as stream:
-        storage.set_item(FileFingerprint(server.files_url(), str(path)).get_fingerprint(stream), old)
-    storage.close()
+    remember_upload(url_store, server.files_url(), path, old)
     # Same size and same first 64 KiB (all tuspy's own fingerprint looks at), other bytes.
     after = before[:80 * KIB] + bytes(b ^ 1 for b in before[80 * KIB:])
     path.write_bytes(after)

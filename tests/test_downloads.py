@@ -23,7 +23,6 @@ from .helpers import (
     patch,
     random_bytes,
     read_object,
-    sha256,
     upload_id,
 )
 

@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import requests
-from werkzeug.serving import make_server as werkzeug_server
 
 from tus_server.app import create_app
 from tus_server.config import Settings
 from tus_server.minio_backend import MinioStore
 
-from .helpers import MIB, OCTET, TUS, create_url, head, metadata
+from .helpers import MIB, OCTET, TUS, ThreadedServer, create_url, head, metadata
 from .minio_process import ACCESS_KEY, SECRET_KEY, MinioProcess
 
 pytestmark = pytest.mark.slow
@@ -58,13 +56,9 @@ def erasure_app(erasure_minio, layout):
     settings = Settings(minio_endpoint=erasure_minio.endpoint, minio_access_key=ACCESS_KEY,
                         minio_secret_key=SECRET_KEY, cleanup_interval=0, layout=layout,
                         bucket="tus-erasure", retry_after=1)
-    app = create_app(settings, MinioStore(settings))
-    server = werkzeug_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.port}"
-    server.shutdown()
-    thread.join(timeout=10)
+    served = ThreadedServer(create_app(settings, MinioStore(settings)))
+    yield served.url
+    served.stop()
 
 
 def wipe(drive: Path) -> list[str]:

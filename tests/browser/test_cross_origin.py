@@ -4,15 +4,13 @@ browser stops it at the preflight and nothing is created."""
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import pytest
 import requests
-from werkzeug.serving import make_server as werkzeug_server
 from werkzeug.wrappers import Request, Response
 
-from ..helpers import MIB, sha256
+from ..helpers import MIB, ThreadedServer, sha256
 from ..minio_process import ROOT
 
 pytestmark = pytest.mark.browser
@@ -62,12 +60,9 @@ def other_origin():
             return Response(TUS_JS.read_bytes(), mimetype="text/javascript")
         return Response(PAGE, mimetype="text/html")
 
-    server = werkzeug_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.port}"
-    server.shutdown()
-    thread.join(timeout=10)
+    served = ThreadedServer(app)
+    yield served.url
+    served.stop()
 
 
 def upload_from(page, origin: str, endpoint: str, payload: dict) -> dict:
