@@ -18,7 +18,7 @@ MINIO_ACCESS_KEY ?= minioadmin
 MINIO_SECRET_KEY ?= minioadmin
 MINIO_DATA       ?= $(CURDIR)/data/minio
 WORKERS          ?= 2
-THREADS          ?= 16
+THREADS          ?= 128
 export HOST PORT MINIO_ENDPOINT MINIO_ACCESS_KEY MINIO_SECRET_KEY MINIO_DATA WORKERS THREADS
 
 # A `minio` on PATH is used as it is; otherwise the pinned build in .tools/bin.

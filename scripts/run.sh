@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${HOST:=127.0.0.1}" "${PORT:=5000}" "${MINIO_ENDPOINT:=127.0.0.1:9000}"
-: "${WORKERS:=2}" "${THREADS:=16}"
+: "${WORKERS:=2}" "${THREADS:=128}"
 scheme=http; [ "${MINIO_SECURE:-0}" = 1 ] && scheme=https
 mkdir -p data
 
@@ -31,7 +31,7 @@ fi
 
 echo "tus-minio on http://$HOST:$PORT/  (tus endpoint http://$HOST:$PORT/files/)"
 .venv/bin/python -m gunicorn tus_server.wsgi:app --bind "$HOST:$PORT" \
-  --worker-class gthread --workers "$WORKERS" --threads "$THREADS" --timeout 300 \
-  --no-control-socket --access-logfile - &
+  -c python:tus_server.gunicorn_conf --workers "$WORKERS" --threads "$THREADS" \
+  --access-logfile - &
 app_pid=$!
 wait "$app_pid"

@@ -148,6 +148,8 @@ class GunicornServer:
             "TUS_LAYOUT": s.layout, "TUS_BUCKET": s.bucket, "TUS_CLEANUP_INTERVAL": "0",
             "TUS_EXPIRATION": str(s.expiration), "TUS_MAX_SIZE": str(s.max_size),
             "TUS_LOCK_LEASE": str(s.lock_lease), "TUS_RETRY_AFTER": str(s.retry_after),
+            "TUS_HANDOVER_WAIT": str(s.handover_wait), "TUS_BODY_TIMEOUT": str(s.body_timeout),
+            "TUS_SHUTDOWN_TIMEOUT": str(s.shutdown_timeout), "THREADS": "32",
         })
         env.update(self.extra_env)
         return env
@@ -156,8 +158,8 @@ class GunicornServer:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "tus_server.wsgi:app", "--bind",
-             f"127.0.0.1:{self.port}", "--worker-class", "gthread", "--threads", "8",
-             "--workers", str(self.workers), "--timeout", "120", "--no-control-socket"],
+             f"127.0.0.1:{self.port}", "-c", "python:tus_server.gunicorn_conf",
+             "--workers", str(self.workers)],
             cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
         deadline = time.monotonic() + 30
@@ -171,6 +173,11 @@ class GunicornServer:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"gunicorn did not start; see {self.log_path}")
+
+    def worker_pids(self) -> list[int]:
+        import psutil
+
+        return [child.pid for child in psutil.Process(self.proc.pid).children()]
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc and self.proc.poll() is None:

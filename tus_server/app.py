@@ -20,6 +20,7 @@ from .store import (
     ChecksumMismatch,
     LengthExceeded,
     OffsetMismatch,
+    ServerStopping,
     StorageUnavailable,
     Store,
     StoredDataCorrupt,
@@ -70,6 +71,8 @@ def _store_error(error: StoreError) -> errors.TusError:
         return errors.Locked(str(error))
     if isinstance(error, ChecksumMismatch):
         return errors.ChecksumMismatch(str(error))
+    if isinstance(error, ServerStopping):
+        return errors.StorageUnavailable(str(error) + ", retry later")
     if isinstance(error, StorageUnavailable):
         return errors.StorageUnavailable(f"storage unavailable ({error}), retry later")
     if isinstance(error, StoredDataCorrupt):
@@ -121,7 +124,7 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
     @app.errorhandler(StoreError)
     def store_error(error: StoreError):
         mapped = _store_error(error)
-        if isinstance(error, StorageUnavailable):
+        if isinstance(error, (StorageUnavailable, ServerStopping)):
             mapped.headers["Retry-After"] = str(settings.retry_after)
         return errors.log_and_render(mapped)
 

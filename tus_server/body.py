@@ -1,46 +1,255 @@
-"""The PATCH/POST request body as a stream that never raises on a client that went away.
+"""The PATCH/POST request body as a stream that keeps every byte that arrived.
 
-A tus server must keep the bytes that did arrive when a client disconnects mid-body, so a cut
-connection reads as the end of the body with `interrupted` set, whatever the WSGI server
-(gunicorn, Werkzeug) does on a short read.
+Why not just `wsgi.input.read(n)`: WSGI servers fill a whole read before returning it, so when
+the connection is cut mid-read everything in that read is lost (5120 bytes sent then a reset:
+0 stored), and a blocked read can be neither timed out nor stopped from outside.
+`RequestBody.readinto` returns each piece as soon as the socket hands it over:
+* gunicorn, Content-Length: the bytes gunicorn read ahead with the headers, then `recv_into`
+  straight from the client socket into the chunk buffer (no copies, reads of up to 1 MiB);
+* gunicorn, chunked: one piece of gunicorn's own chunked decoder at a time;
+* Werkzeug's development server: `readinto1` on its buffered socket file.
+Every socket read of the server's own readers is routed through `_PatientSocket`, which waits
+for data in short polls: between polls it notices `stop()` (a lease hand-over, a worker
+shutting down) and `TUS_BODY_TIMEOUT` seconds of silence. A stopped body still takes what has
+already arrived in the kernel's buffer, then ends; a cut connection ends it too, with
+`interrupted` set. Bytes returned before stay counted. A body not read to its end leaves its
+connection unusable, so it is closed after the response.
 """
 from __future__ import annotations
 
+import logging
+import select
+import ssl
+import threading
+import time
 from typing import Optional
 
+log = logging.getLogger("tus_server")
+
 PIECE = 1024 * 1024
+# Seconds between looks at the stop flag while waiting for body bytes.
+POLL = 0.2
+# Once stopped, a body still takes bytes that keep arriving with gaps under GAP seconds, for
+# at most STOP_GRACE seconds.
+GAP = 0.05
+STOP_GRACE = 0.5
+# Seconds `has_more` waits for a chunked body's next bytes or its end.
+END_PROBE = 1.0
+
+_active: set["RequestBody"] = set()
+_active_guard = threading.Lock()
+_idle = threading.Condition(_active_guard)
+_stopping: Optional[str] = None
+
+
+def stop_all(reason: str = "shutdown") -> int:
+    """Stop every body being read in this process, and every later one; returns how many."""
+    global _stopping
+    with _active_guard:
+        _stopping = reason
+        bodies = list(_active)
+    for body in bodies:
+        body.stop(reason)
+    return len(bodies)
+
+
+def wait_idle(timeout: float) -> bool:
+    """Wait until no request body is open in this process (their requests have answered)."""
+    with _idle:
+        return _idle.wait_for(lambda: not _active, timeout=timeout)
+
+
+class _PatientSocket:
+    """Stands in for the client socket inside the server's reader: waits for data in polls
+    of `POLL` seconds, so a stop or a silence timeout can end the wait; EOF once stopped and
+    drained. Everything else is the real socket's."""
+
+    def __init__(self, sock, body: "RequestBody"):
+        self._sock = sock
+        self._body = body
+        self._poll = select.poll()
+        self._poll.register(sock, select.POLLIN | select.POLLPRI)
+        self._stop_deadline: Optional[float] = None
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+    def _readable(self, timeout: float) -> bool:
+        if isinstance(self._sock, ssl.SSLSocket) and self._sock.pending():
+            return True
+        return bool(self._poll.poll(timeout * 1000))
+
+    def _allowed(self) -> bool:
+        """Wait until a read will not block: True to read, False when the body ends here."""
+        silent_since = time.monotonic()
+        while True:
+            if self._body.stop_reason:
+                # Take what arrives without a pause (a dead client's kernel still delivers
+                # what it had sent), for at most STOP_GRACE seconds, then end.
+                if self._stop_deadline is None:
+                    self._stop_deadline = time.monotonic() + STOP_GRACE
+                left = self._stop_deadline - time.monotonic()
+                return left > 0 and self._readable(min(left, GAP))
+            if self._readable(POLL):
+                return True
+            if time.monotonic() - silent_since >= self._body.timeout:
+                raise TimeoutError("request body silent")
+
+    def recv(self, size: int, *flags) -> bytes:
+        return self._sock.recv(size, *flags) if self._allowed() else b""
+
+    def recv_into(self, buffer, nbytes: int = 0, *flags) -> int:
+        return self._sock.recv_into(buffer, nbytes, *flags) if self._allowed() else 0
 
 
 class RequestBody:
-    def __init__(self, environ: dict, content_length: Optional[int]):
+    def __init__(self, environ: dict, content_length: Optional[int], timeout: float = 60.0):
         self._input = environ.get("wsgi.input")
         self._remaining = content_length  # None: chunked, read to the end
+        self.timeout = timeout
         self.interrupted = False
+        self.timed_out = False
+        self.stop_reason: Optional[str] = None
         self.received = 0
-        self._readinto = getattr(self._input, "readinto", None)
+        self._ended = content_length == 0
+        self._pending = memoryview(b"")
+        self._reader = getattr(self._input, "reader", None)  # gunicorn's Body has one
+        self._restore = None  # (object, attribute, original socket) swapped for the wait
+        self._sock = None
+        self._mode = self._attach(environ)
+        with _active_guard:
+            _active.add(self)
+            stopping = _stopping
+        if stopping:
+            self.stop(stopping)
+
+    def _swap(self, owner, attribute: str) -> _PatientSocket:
+        original = getattr(owner, attribute)
+        patient = _PatientSocket(original, self)
+        setattr(owner, attribute, patient)
+        self._restore = (owner, attribute, original)
+        return patient
+
+    def _attach(self, environ: dict) -> str:
+        """Pick how to read, and route the server's socket reads through `_PatientSocket`."""
+        kind = type(self._reader).__name__
+        unreader = getattr(self._reader, "unreader", None) or \
+            getattr(getattr(self._reader, "req", None), "unreader", None)
+        if kind in ("LengthReader", "ChunkedReader") and hasattr(unreader, "sock"):
+            self._sock = self._swap(unreader, "sock")
+            if kind == "ChunkedReader":
+                return "gunicorn-chunked"
+            if self._remaining is not None:
+                # The body bytes gunicorn already holds, read together with the headers.
+                held = self._input.buf.getvalue() + unreader.take_buffered()
+                self._input.buf.seek(0)
+                self._input.buf.truncate()
+                mine, rest = held[:self._remaining], held[self._remaining:]
+                if rest:  # a pipelined next request
+                    unreader.unread(rest)
+                self._pending = memoryview(mine)
+                return "gunicorn-length"
+        raw = getattr(self._input, "raw", None)
+        if raw is None:  # Werkzeug's chunked input wraps its buffered socket file
+            raw = getattr(getattr(self._input, "_rfile", None), "raw", None)
+        if raw is not None and hasattr(raw, "_sock"):
+            self._sock = self._swap(raw, "_sock")
+        return "readinto1" if hasattr(self._input, "readinto1") else "read"
+
+    # ----------------------------------------------------------------- reading
+    @property
+    def complete(self) -> bool:
+        """The body was read to its end."""
+        return self._ended or self._remaining == 0
 
     def readinto(self, view: memoryview) -> int:
-        if self._input is None or self._remaining == 0 or not len(view):
+        if self.complete or self.interrupted or not len(view):
             return 0
         size = min(len(view), PIECE)
         if self._remaining is not None:
             size = min(size, self._remaining)
         try:
-            if self._readinto is not None:
-                n = self._readinto(view[:size]) or 0
-            else:
-                data = self._input.read(size)
-                n = len(data)
-                view[:n] = data
-        except Exception:  # a reset connection surfaces as many exception types
-            self.interrupted = True
+            n = self._read_piece(view[:size])
+        except TimeoutError:
+            self.timed_out = True
+            log.info("request body silent for %.0f s; keeping the %d bytes received",
+                     self.timeout, self.received)
+            n = 0
+        except Exception:  # a reset or malformed body surfaces as many exception types
             n = 0
         if n == 0:
-            if self._remaining:
+            if not self.complete:
                 self.interrupted = True
-            self._remaining = 0
             return 0
         self.received += n
         if self._remaining is not None:
             self._remaining -= n
+            if self._mode == "gunicorn-length":
+                self._reader.length -= n
         return n
+
+    def _read_piece(self, view: memoryview) -> int:
+        if len(self._pending):
+            n = min(len(view), len(self._pending))
+            view[:n] = self._pending[:n]
+            self._pending = self._pending[n:]
+            return n
+        if self._mode == "gunicorn-length":
+            return self._sock.recv_into(view, len(view))
+        if self._mode == "gunicorn-chunked":
+            try:
+                piece = next(self._reader.parser) if self._reader.parser else b""
+            except StopIteration:
+                piece = b""
+            if not piece:
+                self._reader.parser = None
+                self._ended = True
+                return 0
+            self._pending = memoryview(piece)
+            return self._read_piece(view)
+        if self._mode == "readinto1":
+            n = self._input.readinto1(view) or 0
+        else:
+            data = self._input.read(min(len(view), 64 * 1024))
+            n = len(data)
+            view[:n] = data
+        if n == 0 and self._remaining is None and not self.stop_reason:
+            self._ended = True
+        return n
+
+    def has_more(self) -> bool:
+        """Is there body left past what was read? For chunked bodies, wait briefly for the
+        next bytes or the end; an undecided body counts as ended (its connection is closed)."""
+        if self._remaining is not None:
+            return self._remaining > 0
+        if self.complete:
+            return False
+        timeout, self.timeout = self.timeout, END_PROBE
+        try:
+            n = self.readinto(memoryview(bytearray(1)))
+        finally:
+            self.timeout = timeout
+        if n:
+            return True
+        self.interrupted = self.timed_out = False  # nothing more came: no cut of what we stored
+        return False
+
+    # ----------------------------------------------------------------- stopping, closing
+    def stop(self, reason: str) -> None:
+        """End the body early, from any thread: the read in progress ends within `POLL` s,
+        after taking what already arrived."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+    def close(self) -> None:
+        """Done with the body: a connection whose body was not read to the end is closed."""
+        with _idle:
+            _active.discard(self)
+            _idle.notify_all()
+        if self._restore is not None:
+            owner, attribute, original = self._restore
+            setattr(owner, attribute, original)
+            self._restore = None
+        if not self.complete or self.stop_reason:
+            if hasattr(self._input, "failed"):
+                self._input.failed = True  # gunicorn closes instead of reusing the connection

@@ -25,6 +25,19 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value >= minimum:  # also refuses NaN
+        raise ConfigError(f"{name} must be >= {minimum}, got {raw!r}")
+    return value
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
@@ -70,8 +83,13 @@ class Settings:
     bucket: str = "tus-uploads"
     # Seconds a cross-process upload lock lives without renewal (a dead holder blocks this long).
     lock_lease: int = 30
-    # Seconds a PATCH waits for a busy upload before answering 423 Locked.
-    lock_wait: float = 0.0
+    # Seconds a request waits for the holder of a busy upload to hand it over (the holder
+    # stores what it has and lets go) before answering 423 Locked.
+    handover_wait: float = 5.0
+    # Seconds of silence after which a request body is given up: what arrived is kept.
+    body_timeout: float = 60.0
+    # Seconds a stopping worker gives running PATCHes to store what arrived and answer 503.
+    shutdown_timeout: float = 10.0
     # Chunk buffers per PATCH: one receives while the others are being put to MinIO (2 = one
     # PUT in flight; more buffers let several chunk PUTs of one PATCH run side by side).
     write_buffers: int = 2
@@ -109,7 +127,9 @@ class Settings:
             layout=layout,
             bucket=env.get("TUS_BUCKET", defaults.bucket),
             lock_lease=_int(env, "TUS_LOCK_LEASE", defaults.lock_lease, 1),
-            lock_wait=float(_int(env, "TUS_LOCK_WAIT_MS", 0)) / 1000.0,
+            handover_wait=_float(env, "TUS_HANDOVER_WAIT", defaults.handover_wait),
+            body_timeout=_float(env, "TUS_BODY_TIMEOUT", defaults.body_timeout, 0.1),
+            shutdown_timeout=_float(env, "TUS_SHUTDOWN_TIMEOUT", defaults.shutdown_timeout),
             retry_after=_int(env, "TUS_RETRY_AFTER", defaults.retry_after, 1),
             write_buffers=_int(env, "TUS_WRITE_BUFFERS", defaults.write_buffers, 2),
             uppy_dist=env.get("TUS_UPPY_DIST", defaults.uppy_dist),

@@ -42,6 +42,10 @@ class MethodNotAllowed(TusError):
     status, reason, message = 405, "Method Not Allowed", "method not allowed"
 
 
+class RequestTimeout(TusError):
+    status, reason, message = 408, "Request Timeout", "the request body stopped arriving"
+
+
 class Conflict(TusError):
     status, reason, message = 409, "Conflict", "conflict"
 

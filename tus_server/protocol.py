@@ -65,11 +65,12 @@ def _upload_url(upload_id: str) -> str:
     return url_for("tus.upload", upload_id=upload_id, _external=True)
 
 
-def load_upload(upload_id: str, allow_expired: bool = False) -> UploadInfo:
+def load_upload(upload_id: str, allow_expired: bool = False,
+                settle_writer: bool = False) -> UploadInfo:
     """The upload's info, or 404 for an id that cannot exist, or 410 once it expired."""
     if not is_upload_id(upload_id):
         raise errors.NotFound(f"upload {upload_id[:80]!r} not found")
-    info = _store().get(upload_id)
+    info = _store().get(upload_id, settle_writer=settle_writer)
     if not allow_expired and not info.completed and info.expires and info.expires < time.time():
         raise errors.Gone(f"upload {upload_id} expired at {http_date(info.expires)}")
     return info
@@ -233,9 +234,17 @@ def _final_length(partial_ids: list[str]) -> int:
 def _write_body(info: UploadInfo, offset: int):
     settings = _settings()
     verifier = parse_upload_checksum(request.headers.get("Upload-Checksum"))
-    body = RequestBody(request.environ, _content_length())
-    return _store().write(info.id, offset, body, _content_length(), verifier=verifier,
-                          limit=settings.max_size or None)
+    body = RequestBody(request.environ, _content_length(), settings.body_timeout)
+    try:
+        result = _store().write(info.id, offset, body, _content_length(), verifier=verifier,
+                                limit=settings.max_size or None)
+    finally:
+        body.close()
+    if body.timed_out:
+        raise errors.RequestTimeout(
+            f"no body bytes for {settings.body_timeout:g} s; stored up to offset "
+            f"{result.info.offset}")
+    return result
 
 
 # ---------------------------------------------------------------------------- an upload
@@ -249,7 +258,9 @@ def _concat_header(info: UploadInfo) -> Optional[str]:
 
 @bp.route("/files/<upload_id>", methods=["HEAD"], endpoint="upload")
 def head(upload_id: str):
-    info = load_upload(upload_id)
+    # A PATCH still running on this upload is asked to hand over first, so the offset
+    # includes every byte it received (a resuming client must not start too early).
+    info = load_upload(upload_id, settle_writer=True)
     response = Response(status=200)
     headers = response.headers
     headers["Cache-Control"] = "no-store"

@@ -39,6 +39,9 @@ class UploadInfo:
     concat: Optional[str] = None
     partials: list[str] = field(default_factory=list)
     sha256: Optional[str] = None  # hex digest of the whole file once known
+    # Token of the request that last claimed the upload for writing (see storage/writer.py):
+    # a writer re-reads it to prove that no later writer has started.
+    writer: Optional[str] = None
 
     @property
     def is_deferred(self) -> bool:
@@ -87,6 +90,18 @@ class UploadLocked(StoreError):
     """Another request holds this upload (423)."""
 
 
+class WriteFenced(UploadLocked):
+    """A conditional write failed: another request advanced the upload, this one must stop."""
+
+
+class UploadTakenOver(UploadLocked):
+    """Another request asked for the upload; this one stored what it had and let go (423)."""
+
+
+class ServerStopping(StoreError):
+    """The server is shutting down; what arrived is stored, retry later (503)."""
+
+
 class ChecksumMismatch(StoreError):
     """The body did not match Upload-Checksum; nothing of it was kept (460)."""
 
@@ -115,7 +130,7 @@ class BodyVerifier(Protocol):
 class Store(Protocol):
     def create(self, info: UploadInfo) -> UploadInfo: ...
 
-    def get(self, upload_id: str) -> UploadInfo: ...
+    def get(self, upload_id: str, settle_writer: bool = False) -> UploadInfo: ...
 
     def write(self, upload_id: str, offset: int, stream: BinaryIO, length_hint: Optional[int],
               verifier: Optional[BodyVerifier] = None,

@@ -1,0 +1,48 @@
+"""A worker that is told to stop lets its running uploads store what arrived first.
+
+gunicorn's own handlers either wait for every request to finish (SIGTERM: a client that
+trickles keeps the worker alive) or exit at once (SIGINT, SIGQUIT: the request threads then
+fail to save, "cannot schedule new futures after interpreter shutdown", and answer 500).
+`install` puts a step in front of both: stop every request body in this process (each PATCH
+then puts its partial chunk, commits the offset, releases its lock and answers 503 with
+Retry-After), wait up to `TUS_SHUTDOWN_TIMEOUT` seconds for them, then hand over to gunicorn.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import time
+
+from . import body
+from .config import Settings
+
+log = logging.getLogger("tus_server")
+# Seconds left for the 503 answers to leave after the bodies are closed.
+ANSWER_GRACE = 0.5
+
+
+def stop_uploads(timeout: float) -> None:
+    started = time.monotonic()
+    running = body.stop_all("shutdown")
+    if running:
+        log.info("shutting down: stopping %d running uploads", running)
+    if body.wait_idle(timeout):
+        time.sleep(ANSWER_GRACE if running else 0)
+    else:
+        log.warning("shutting down: uploads still running after %.1f s", timeout)
+    if running:
+        log.info("shutting down: uploads stored in %.2f s", time.monotonic() - started)
+
+
+def install(worker, settings: Settings | None = None) -> None:
+    timeout = (settings or Settings.from_env()).shutdown_timeout
+
+    def wrap(original):
+        def handler(signum, frame):
+            stop_uploads(timeout)
+            original(signum, frame)
+        return handler
+
+    signal.signal(signal.SIGTERM, wrap(worker.handle_exit))
+    signal.signal(signal.SIGINT, wrap(worker.handle_quit))
+    signal.signal(signal.SIGQUIT, wrap(worker.handle_quit))

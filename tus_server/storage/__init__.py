@@ -1,0 +1,9 @@
+"""The MinIO side of tus-minio, one module per job; `minio_backend.MinioStore` composes them.
+
+    layout    where an upload's objects live and what they are called
+    objects   the S3 requests themselves: conditional PUTs, reads, errors
+    lease     the per-upload lock object, its renewal and the hand-over between requests
+    writer    a PATCH body cut into chunk objects, every write fenced
+    reader    a finished upload's bytes, chunk by chunk, each chunk verified
+    digests   the whole file's SHA-256: kept running while bytes arrive, or computed later
+"""

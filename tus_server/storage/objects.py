@@ -1,0 +1,160 @@
+"""The S3 requests an upload needs, and the one translation of their failures.
+
+minio-py covers plain reads, listings and deletes. Writes that carry an S3 precondition
+(`If-Match`, `If-None-Match: *`) go through a presigned URL and our own urllib3 pool: minio-py
+7.2's `put_object` can neither send preconditions nor take a buffer without copying and hashing
+it again. A presigned URL signs only the request line (and `query`, e.g. `x-amz-meta-*`
+values), so headers may be added and the bytes go out as they are.
+
+Every info write is conditional (`If-Match` on the ETag last read or written, `If-None-Match: *`
+at creation): a 412 means somebody else advanced the upload, and is raised as `WriteFenced`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Optional
+
+import urllib3
+from minio import Minio
+from minio.error import MinioException, S3Error
+
+from ..config import Settings
+from ..store import StorageUnavailable, UploadInfo, UploadNotFound, WriteFenced
+from .layout import INFO_NAME, location
+
+log = logging.getLogger("tus_server.store")
+
+NOT_FOUND_CODES = {"NoSuchBucket", "NoSuchKey", "NoSuchUpload", "ResourceNotFound"}
+SHA256_META = "x-amz-meta-sha256"
+
+
+@contextmanager
+def storage_errors(upload_id: str = ""):
+    """Translate MinIO and network failures into store errors (detail to the log only)."""
+    try:
+        yield
+    except S3Error as exc:
+        if exc.code in NOT_FOUND_CODES:
+            raise UploadNotFound(upload_id) from exc
+        log.warning("MinIO answered %s upload_id=%s", exc.code, upload_id)
+        raise StorageUnavailable(f"MinIO answered {exc.code}") from exc
+    except (urllib3.exceptions.HTTPError, OSError, MinioException) as exc:
+        log.warning("MinIO unreachable (%s) upload_id=%s", type(exc).__name__, upload_id)
+        raise StorageUnavailable(f"MinIO unreachable: {type(exc).__name__}") from exc
+
+
+class Objects:
+    """One MinIO client and connection pool, shared by every part of the store."""
+
+    def __init__(self, settings: Settings, client: Optional[Minio] = None):
+        self.settings = settings
+        self.http = urllib3.PoolManager(
+            maxsize=64,
+            timeout=urllib3.Timeout(connect=3.0, read=120.0),
+            retries=urllib3.Retry(total=2, backoff_factor=0.2,
+                                  status_forcelist=[500, 502, 503, 504]),
+        )
+        self.client = client or Minio(
+            settings.minio_endpoint,
+            access_key=settings.minio_access_key,
+            secret_key=settings.minio_secret_key,
+            secure=settings.minio_secure,
+            region=settings.minio_region,
+            http_client=self.http,
+        )
+
+    def location(self, upload_id: str) -> tuple[str, str]:
+        return location(self.settings, upload_id)
+
+    # ----------------------------------------------------------------- conditional PUTs
+    def presigned_put(self, upload_id: str, key: str, body, headers: dict,
+                      query: Optional[dict] = None, retries=None):
+        """PUT `body` to the full object `key` in the upload's bucket; the raw response."""
+        bucket = self.location(upload_id)[0]
+        url = self.client.get_presigned_url("PUT", bucket, key, expires=timedelta(minutes=15),
+                                            extra_query_params=query)
+        with storage_errors(upload_id):
+            response = self.http.request("PUT", url, body=body, headers=headers, retries=retries)
+        if response.status == 404 and b"NoSuchKey" not in response.data:
+            raise UploadNotFound(upload_id)  # the bucket is gone: the upload was terminated
+        return response
+
+    def put_if(self, upload_id: str, key: str, body, headers: dict,
+               if_match: Optional[str] = None, if_none_match: bool = False,
+               query: Optional[dict] = None) -> Optional[str]:
+        """PUT with an S3 precondition: the new ETag, or None when the precondition failed.
+
+        No retries: a retried create could find its own first attempt and call it taken.
+        """
+        headers = dict(headers)
+        if if_none_match:
+            headers["If-None-Match"] = "*"
+        if if_match:
+            headers["If-Match"] = f'"{if_match}"'
+        response = self.presigned_put(upload_id, key, body, headers, query=query, retries=False)
+        if response.status in (200, 201):
+            return response.headers.get("ETag", "").strip('"')
+        if response.status in (404, 409, 412):  # 404: If-Match on an object that is gone
+            return None
+        log.warning("PUT answered %d upload_id=%s key=%s", response.status, upload_id, key)
+        raise StorageUnavailable(f"PUT answered {response.status}")
+
+    def conditional_put(self, upload_id: str, name: str, data: bytes,
+                        if_match: Optional[str] = None, if_none_match: bool = False):
+        """A small JSON object of the upload (lock, info) under a precondition."""
+        return self.put_if(upload_id, self.location(upload_id)[1] + name, data,
+                           {"Content-Type": "application/json"}, if_match, if_none_match)
+
+    # ----------------------------------------------------------------- small objects
+    def read_object(self, upload_id: str, name: str) -> tuple[Optional[bytes], Optional[str]]:
+        """(bytes, ETag) of an upload's object, (None, None) when it does not exist."""
+        bucket, prefix = self.location(upload_id)
+        try:
+            with storage_errors(upload_id):
+                response = self.client.get_object(bucket, prefix + name)
+                try:
+                    return response.read(), response.headers.get("ETag", "").strip('"')
+                finally:
+                    response.close()
+                    response.release_conn()
+        except UploadNotFound:
+            return None, None
+
+    def object_etag(self, upload_id: str, key: str) -> Optional[str]:
+        bucket = self.location(upload_id)[0]
+        try:
+            with storage_errors(upload_id):
+                return self.client.stat_object(bucket, key).etag.strip('"')
+        except UploadNotFound:
+            return None
+
+    def remove_object(self, upload_id: str, name: str) -> None:
+        bucket, prefix = self.location(upload_id)
+        try:
+            with storage_errors(upload_id):
+                self.client.remove_object(bucket, prefix + name)
+        except UploadNotFound:
+            pass
+
+    # ----------------------------------------------------------------- the info object
+    def read_info(self, upload_id: str) -> tuple[UploadInfo, str]:
+        """The upload's info and the ETag that a later conditional write must match."""
+        data, etag = self.read_object(upload_id, INFO_NAME)
+        if data is None:
+            raise UploadNotFound(upload_id)
+        return UploadInfo.from_dict(json.loads(data)), etag or ""
+
+    def write_info(self, info: UploadInfo, if_match: Optional[str]) -> str:
+        """Store the info if it is still the version `if_match` (None: only if none exists).
+
+        Raises `WriteFenced` when another request wrote it since: the caller must stop.
+        """
+        data = json.dumps(info.to_dict(), separators=(",", ":")).encode()
+        etag = self.conditional_put(info.id, INFO_NAME, data,
+                                    if_match=if_match, if_none_match=if_match is None)
+        if etag is None:
+            raise WriteFenced(f"upload {info.id} was changed by another request")
+        return etag
