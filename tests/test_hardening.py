@@ -205,9 +205,10 @@ def test_server_bound_to_another_address_takes_any_host(make_server):
 
 
 def test_trusted_hosts_setting_replaces_the_default(make_server):
-    assert Settings.from_env({"TUS_TRUSTED_HOSTS": "Files.Example, .cdn.example"}).trusted_hosts \
-        == ("files.example", ".cdn.example")
-    server = make_server(trusted_hosts=("files.example", ".cdn.example"))
+    settings = Settings.from_env({"TUS_TRUSTED_HOSTS": "Files.Example, .cdn.example"})
+    assert settings.accepted_hosts() == ("files.example", ".cdn.example")
+    assert Settings.from_env({"TUS_TRUSTED_HOSTS": "*"}).accepted_hosts() == ()
+    server = make_server(trusted_hosts=settings.trusted_hosts)
     for host, status in [("files.example:8443", 200), ("eu.cdn.example", 200),
                          ("cdn.example.evil", 400), ("127.0.0.1", 400)]:
         assert requests.get(server.files_url(), headers={"Host": host}).status_code == status, host

@@ -84,8 +84,8 @@ def exact_origins(origins: tuple[str, ...]) -> list[re.Pattern]:
 
 def sweep(store: Store, now: float) -> list[str]:
     """`store.expire`, plus finished uploads that were given an expiry at creation
-    (zero-length ones, see `protocol.create`): the store keeps finished uploads until
-    TUS_RETENTION, which would keep those forever."""
+    (zero-length ones, see `protocol._expires_at`): the store keeps every finished upload
+    until TUS_RETENTION, which by default would keep those forever."""
     removed = store.expire(now)
     for info in store.list():
         if info.completed and info.expires is not None and info.expires < now:

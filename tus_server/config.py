@@ -11,7 +11,8 @@ MIB = 1024 * 1024
 TIB = 1024 ** 4
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 # An exact origin: scheme, host name, IPv4 or bracketed IPv6 address, optional port; no path.
-_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?", re.IGNORECASE)
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?",
+                     re.IGNORECASE)
 
 
 class ConfigError(ValueError):
@@ -143,7 +144,7 @@ class Settings:
             require_filename=_bool(env, "TUS_REQUIRE_FILENAME", defaults.require_filename),
             max_metadata_size=_int(env, "TUS_MAX_METADATA_SIZE", defaults.max_metadata_size, 1),
             cors_origins=_origins(env),
-            trusted_hosts=tuple(h.lower() for h in _list(env, "TUS_TRUSTED_HOSTS")),
+            trusted_hosts=_list(env, "TUS_TRUSTED_HOSTS"),
             behind_proxy=_bool(env, "TUS_BEHIND_PROXY", defaults.behind_proxy),
             max_partials=_int(env, "TUS_MAX_PARTIALS", defaults.max_partials, 1),
             layout=layout,
@@ -168,7 +169,7 @@ class Settings:
         address cannot know the names it is reached by, so it takes any unless told.
         """
         if self.trusted_hosts:
-            return () if "*" in self.trusted_hosts else self.trusted_hosts
+            return () if "*" in self.trusted_hosts else tuple(h.lower() for h in self.trusted_hosts)
         if not is_loopback(self.host):
             return ()
         bound = f"[{self.host.strip('[]')}]" if ":" in self.host else self.host
