@@ -35,7 +35,8 @@ def create_final(base: str, urls: list[str]) -> requests.Response:
     return create(base, headers={"Upload-Concat": "final;" + " ".join(urls)})
 
 
-def raw_request(url: str, head_lines: list[str], body: bytes = b"", timeout: float = 10) -> tuple[int, bytes]:
+def raw_request(url: str, head_lines: list[str], body: bytes = b"",
+                timeout: float = 10) -> tuple[int, bytes]:
     """Send a request byte for byte (headers `requests` would rewrite); status and raw answer
     (read until the server closes the connection)."""
     parsed = urlparse(url)
@@ -233,8 +234,9 @@ def test_behind_proxy_location_follows_forwarded_headers(make_server):
 
 
 # ------------------------------------------------------------------ 7. exact CORS origins
-@pytest.mark.parametrize("value", ["https://*.example.com", "https://app.example.com/", "app.example.com",
-                                   "https://app.example.com$", "https://(a|b).example.com", "*,https://a.test"])
+@pytest.mark.parametrize("value", [
+    "https://*.example.com", "https://app.example.com/", "app.example.com",
+    "https://app.example.com$", "https://(a|b).example.com", "*,https://a.test"])
 def test_cors_origin_that_is_not_an_exact_origin_is_refused_at_start(value):
     with pytest.raises(ConfigError, match="TUS_CORS_ORIGINS"):
         Settings.from_env({"TUS_CORS_ORIGINS": value})

@@ -57,8 +57,9 @@ def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
         return origins
     for origin in origins:
         if not _ORIGIN.fullmatch(origin):
-            raise ConfigError(f"TUS_CORS_ORIGINS entries must be exact origins like "
-                              f"https://app.example.com:8443 (or the single value *), got {origin!r}")
+            raise ConfigError("TUS_CORS_ORIGINS entries must be exact origins like "
+                              "https://app.example.com:8443 (or the single value *), "
+                              f"got {origin!r}")
     return origins
 
 
