@@ -43,7 +43,8 @@ def test_options_advertises_version_extensions_and_max_size(make_server):
     assert "sha1" in response.headers["Tus-Checksum-Algorithm"].split(",")
 
 
-def test_options_without_limit_has_no_max_size(server):
+def test_options_without_limit_has_no_max_size(make_server):
+    server = make_server(max_size=0)  # no limit only when set explicitly; the default is 1 TiB
     response = requests.options(server.files_url())
     assert response.status_code == 204
     assert "Tus-Max-Size" not in response.headers

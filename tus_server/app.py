@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from typing import Optional
 
-from flask import Flask, jsonify, send_from_directory
+from flask import Flask, jsonify, request, send_from_directory
 from flask_cors import CORS
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import errors
 from .checksums import ALGORITHMS
@@ -45,16 +47,56 @@ ALLOWED_HEADERS = ["Authorization", "Content-Type", "Tus-Resumable", "Upload-Len
 
 
 class MethodOverride:
-    """`X-HTTP-Method-Override` names the method; the request line's method is ignored."""
+    """On a POST, `X-HTTP-Method-Override` names the method (for clients that can only send
+    GET and POST), as tusd does. Never on GET/HEAD/OPTIONS: a link or an image tag (which can
+    set no headers, but proxies and caches treat as safe) must not turn into a PATCH or DELETE."""
 
     def __init__(self, wsgi_app):
         self.wsgi_app = wsgi_app
 
     def __call__(self, environ, start_response):
         override = environ.get("HTTP_X_HTTP_METHOD_OVERRIDE", "").strip().upper()
-        if override:
+        if override and environ.get("REQUEST_METHOD", "").upper() == "POST":
             environ["REQUEST_METHOD"] = override
         return self.wsgi_app(environ, start_response)
+
+
+def _host_name(host: str) -> str:
+    """`Host` without its port: `example.com:8080` -> `example.com`, `[::1]:5000` -> `[::1]`."""
+    name = host.rsplit(":", 1)[0] if host.rfind(":") > host.rfind("]") else host
+    return name.lower()
+
+
+def host_trusted(host: str, trusted: tuple[str, ...]) -> bool:
+    """Flask's TRUSTED_HOSTS rules (any port; `.example.com` takes its subdomains), done here
+    because Werkzeug 3.1 cannot match an IPv6 entry such as `[::1]`."""
+    if not trusted:
+        return True
+    name = _host_name(host)
+    return any(name == entry or (entry.startswith(".") and name.endswith(entry))
+               for entry in trusted)
+
+
+def exact_origins(origins: tuple[str, ...]) -> list[re.Pattern]:
+    """flask-cors reads a string with `*`, `[`, `?`... as a regex and matches only its start;
+    escaped and anchored patterns make every listed origin match itself and nothing else."""
+    return [re.compile(re.escape(origin) + r"\Z", re.IGNORECASE) for origin in origins]
+
+
+def sweep(store: Store, now: float) -> list[str]:
+    """`store.expire`, plus finished uploads that were given an expiry at creation
+    (zero-length ones, see `protocol._expires_at`): the store keeps every finished upload
+    until TUS_RETENTION, which by default would keep those forever."""
+    removed = store.expire(now)
+    for info in store.list():
+        if info.completed and info.expires is not None and info.expires < now:
+            try:
+                store.terminate(info.id)
+            except (UploadLocked, UploadNotFound):
+                continue
+            removed.append(info.id)
+            log.info("swept upload_id=%s (empty, expired)", info.id)
+    return removed
 
 
 def _store_error(error: StoreError) -> errors.TusError:
@@ -74,7 +116,8 @@ def _store_error(error: StoreError) -> errors.TusError:
     if isinstance(error, ServerStopping):
         return errors.StorageUnavailable(str(error) + ", retry later")
     if isinstance(error, StorageUnavailable):
-        return errors.StorageUnavailable(f"storage unavailable ({error}), retry later")
+        # The detail (MinIO's address, the error class) goes to the log, not to the client.
+        return errors.StorageUnavailable("storage unavailable, retry later")
     if isinstance(error, StoredDataCorrupt):
         return errors.InternalError("stored data failed verification")
     return errors.InternalError()
@@ -100,7 +143,7 @@ class Sweeper:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                removed = self.store.expire(time.time())
+                removed = sweep(self.store, time.time())
                 if removed:
                     log.info("sweeper removed %d expired uploads", len(removed))
             except Exception:
@@ -117,22 +160,38 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
     app.config["TUS_SETTINGS"] = settings
     app.config["TUS_STORE"] = store
     app.wsgi_app = MethodOverride(app.wsgi_app)
+    if settings.behind_proxy:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1)
     app.json.sort_keys = False
+    trusted_hosts = settings.accepted_hosts()
 
     errors.register_error_handlers(app)
+
+    @app.before_request
+    def check_host_and_coding():
+        if not host_trusted(request.host, trusted_hosts):
+            raise errors.BadRequest(f"Host {request.host[:80]!r} is not served here "
+                                    "(TUS_TRUSTED_HOSTS)")
+        coding = request.headers.get("Transfer-Encoding")
+        # Only `chunked` is decoded; reading a `gzip, chunked` body as plain bytes would store
+        # the compressed bytes as the file.
+        if coding is not None and coding.strip().lower() != "chunked":
+            raise errors.NotImplementedCoding(
+                f"Transfer-Encoding {coding[:40]!r} is not supported; only chunked is")
 
     @app.errorhandler(StoreError)
     def store_error(error: StoreError):
         mapped = _store_error(error)
         if isinstance(error, (StorageUnavailable, ServerStopping)):
             mapped.headers["Retry-After"] = str(settings.retry_after)
+            log.warning("storage unavailable: %s", error)
         return errors.log_and_render(mapped)
 
     app.register_blueprint(tus_bp)
     app.register_blueprint(downloads_bp)
 
     if settings.cors_origins:
-        origins = "*" if "*" in settings.cors_origins else list(settings.cors_origins)
+        origins = "*" if "*" in settings.cors_origins else exact_origins(settings.cors_origins)
         CORS(app, origins=origins, expose_headers=EXPOSED_HEADERS, allow_headers=ALLOWED_HEADERS,
              methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"], max_age=86400)
 
@@ -146,7 +205,11 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
 
     @app.get("/")
     def index():
-        return send_from_directory(WEB_DIR, "uppy-client.html")
+        response = send_from_directory(WEB_DIR, "uppy-client.html")
+        # No other site may frame the page and trick a click onto its buttons.
+        response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+        response.headers["X-Frame-Options"] = "DENY"
+        return response
 
     @app.get("/web/<path:name>")
     def web_asset(name: str):
@@ -158,9 +221,11 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
 
     @app.get("/healthz")
     def healthz():
+        # MinIO's address stays in the log: the endpoint is public, the storage network is not.
         if store.healthy():
-            return jsonify({"status": "ok", "minio": settings.minio_endpoint})
-        response = jsonify({"status": "unavailable", "minio": settings.minio_endpoint})
+            return jsonify({"status": "ok"})
+        log.warning("healthz: MinIO at %s does not answer", settings.minio_endpoint)
+        response = jsonify({"status": "storage unavailable"})
         response.status_code = 503
         response.headers["Retry-After"] = str(settings.retry_after)
         return response

@@ -1,11 +1,18 @@
 """Settings: read once from the environment, passed explicitly everywhere else."""
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 MIB = 1024 * 1024
+TIB = 1024 ** 4
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+# An exact origin: scheme, host name, IPv4 or bracketed IPv6 address, optional port; no path.
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?",
+                     re.IGNORECASE)
 
 
 class ConfigError(ValueError):
@@ -54,6 +61,30 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
+    """TUS_CORS_ORIGINS: `*` alone, or exact origins. Refused at start when an entry is not
+    `scheme://host[:port]`, because flask-cors would read `*`, `[`, `?`... as a regex and let
+    in origins nobody listed."""
+    origins = _list(env, "TUS_CORS_ORIGINS")
+    if origins == ("*",):
+        return origins
+    for origin in origins:
+        if not _ORIGIN.fullmatch(origin):
+            raise ConfigError("TUS_CORS_ORIGINS entries must be exact origins like "
+                              "https://app.example.com:8443 (or the single value *), "
+                              f"got {origin!r}")
+    return origins
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -65,8 +96,11 @@ class Settings:
     minio_region: str = "us-east-1"
     # Size of the chunk objects; fixed per upload at creation.
     chunk_size: int = 5 * MIB
-    # 0 means no limit (Tus-Max-Size is then not sent).
-    max_size: int = 0
+    # Largest upload; 1 TiB fits a machine's disk and stops a client from reserving an upload
+    # of 2^64-1 bytes. 0 (set explicitly) means no limit: Tus-Max-Size is then not sent.
+    max_size: int = TIB
+    # Most partial uploads one final upload may name (each is read at creation).
+    max_partials: int = 100
     # Seconds after the last successful PATCH before an unfinished upload expires; 0 = never.
     expiration: int = 24 * 3600
     # Seconds a finished upload is kept; 0 = forever.
@@ -78,6 +112,11 @@ class Settings:
     # Largest Upload-Metadata header accepted, in bytes.
     max_metadata_size: int = 4096
     cors_origins: tuple[str, ...] = ()
+    # Host header names accepted (port ignored; `.example.com` also takes its subdomains).
+    # () = derived from `host`, see `accepted_hosts`; ("*",) = any.
+    trusted_hosts: tuple[str, ...] = ()
+    # Trust one proxy's X-Forwarded-For/-Proto/-Host/-Prefix (werkzeug's ProxyFix).
+    behind_proxy: bool = False
     # "bucket": one bucket per upload (the default); "prefix": one prefix per upload in `bucket`.
     layout: str = "bucket"
     bucket: str = "tus-uploads"
@@ -123,7 +162,10 @@ class Settings:
             allowed_types=_list(env, "TUS_ALLOWED_TYPES"),
             require_filename=_bool(env, "TUS_REQUIRE_FILENAME", defaults.require_filename),
             max_metadata_size=_int(env, "TUS_MAX_METADATA_SIZE", defaults.max_metadata_size, 1),
-            cors_origins=_list(env, "TUS_CORS_ORIGINS"),
+            cors_origins=_origins(env),
+            trusted_hosts=_list(env, "TUS_TRUSTED_HOSTS"),
+            behind_proxy=_bool(env, "TUS_BEHIND_PROXY", defaults.behind_proxy),
+            max_partials=_int(env, "TUS_MAX_PARTIALS", defaults.max_partials, 1),
             layout=layout,
             bucket=env.get("TUS_BUCKET", defaults.bucket),
             lock_lease=_int(env, "TUS_LOCK_LEASE", defaults.lock_lease, 1),
@@ -138,3 +180,18 @@ class Settings:
 
     def with_overrides(self, **changes) -> "Settings":
         return replace(self, **changes)
+
+    def accepted_hosts(self) -> tuple[str, ...]:
+        """Host names requests may name; () = any.
+
+        A server bound to loopback is only meant for this machine, so it answers only to
+        loopback names: a page on another site whose DNS name was re-pointed at 127.0.0.1
+        (DNS rebinding) sends its own name as Host and is refused. A server bound to another
+        address cannot know the names it is reached by, so it takes any unless told.
+        """
+        if self.trusted_hosts:
+            return () if "*" in self.trusted_hosts else tuple(h.lower() for h in self.trusted_hosts)
+        if not is_loopback(self.host):
+            return ()
+        bound = f"[{self.host.strip('[]')}]" if ":" in self.host else self.host
+        return tuple(dict.fromkeys((bound.lower(),) + LOOPBACK_NAMES))

@@ -66,6 +66,9 @@ def download(upload_id: str):
     headers.set("Content-Disposition", "attachment", **_content_disposition_options(_download_name(info)))
     headers["Accept-Ranges"] = "bytes"
     headers["X-Content-Type-Options"] = "nosniff"
+    # The bytes are whatever a client uploaded: opened in a browser (a `text/html` filetype,
+    # say) they run in a sandbox with no access to this origin.
+    headers["Content-Security-Policy"] = "sandbox"
     headers["Cache-Control"] = "private, no-cache"
     response.set_etag(etag)
     headers["Last-Modified"] = werkzeug_http_date(info.updated)

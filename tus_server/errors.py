@@ -86,6 +86,10 @@ class InternalError(TusError):
     status, reason, message = 500, "Internal Server Error", "internal server error"
 
 
+class NotImplementedCoding(TusError):
+    status, reason, message = 501, "Not Implemented", "only Transfer-Encoding: chunked is supported"
+
+
 class StorageUnavailable(TusError):
     status, reason, message = 503, "Service Unavailable", "storage unavailable, retry later"
 
@@ -100,15 +104,21 @@ def render(error: TusError) -> Response:
     return response
 
 
+def log_safe(value: str) -> str:
+    """`value` with control and non-ASCII characters escaped (`\\n`, `\\u2028`): paths and header
+    values come from the client, and a raw newline in them would forge a log line."""
+    return value.encode("unicode_escape").decode("ascii")
+
+
 def _upload_id() -> str:
-    return (request.view_args or {}).get("upload_id", "-")
+    return log_safe((request.view_args or {}).get("upload_id", "-"))
 
 
 def log_and_render(error: TusError) -> Response:
     """The one place an error becomes a response, with a log line naming the upload."""
     level = logging.WARNING if error.status >= 500 else logging.INFO
-    log.log(level, "%s %s upload_id=%s -> %d %s", request.method, request.path,
-            _upload_id(), error.status, error.text)
+    log.log(level, "%s %s upload_id=%s -> %d %s", log_safe(request.method), log_safe(request.path),
+            _upload_id(), error.status, log_safe(error.text))
     return render(error)
 
 
@@ -126,6 +136,6 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception):
-        log.exception("unexpected error %s %s upload_id=%s", request.method, request.path,
-                      _upload_id())
+        log.exception("unexpected error %s %s upload_id=%s", log_safe(request.method),
+                      log_safe(request.path), _upload_id())
         return render(InternalError())

@@ -113,8 +113,13 @@ def options(upload_id: Optional[str] = None):
 
 
 # ---------------------------------------------------------------------------- creation
-def _parse_concat(raw: Optional[str]) -> tuple[Optional[str], list[str]]:
-    """`partial` or `final;<url> <url>` -> (role, partial ids)."""
+def _parse_concat(raw: Optional[str], max_partials: int) -> tuple[Optional[str], list[str]]:
+    """`partial` or `final;<url> <url>` -> (role, partial ids).
+
+    Each partial is read from the store at creation, so their number is capped; a partial
+    named twice is refused: it is almost always a client bug, and it lets one small upload
+    count many times towards the final size.
+    """
     if raw is None:
         return None, []
     raw = raw.strip()
@@ -128,7 +133,12 @@ def _parse_concat(raw: Optional[str]) -> tuple[Optional[str], list[str]]:
         segments = urlparse(url).path.strip("/").split("/")
         if len(segments) < 2 or segments[-2] != "files" or not is_upload_id(segments[-1]):
             raise errors.BadRequest(f"Upload-Concat names {url[:80]!r}, which is not an upload URL")
+        if segments[-1] in ids:
+            raise errors.BadRequest(f"Upload-Concat names partial upload {segments[-1]} twice")
         ids.append(segments[-1])
+        if len(ids) > max_partials:
+            raise errors.BadRequest(f"Upload-Concat names more than {max_partials} partial "
+                                    "uploads (TUS_MAX_PARTIALS)")
     if not ids:
         raise errors.BadRequest("Upload-Concat: final needs at least one partial upload URL")
     return "final", ids
@@ -155,7 +165,7 @@ def create():
     defer = request.headers.get("Upload-Defer-Length")
     if defer is not None and defer.strip() != "1":
         raise errors.BadRequest("Upload-Defer-Length must be 1")
-    concat, partial_ids = _parse_concat(request.headers.get("Upload-Concat"))
+    concat, partial_ids = _parse_concat(request.headers.get("Upload-Concat"), settings.max_partials)
     metadata = parse_metadata(request.headers.get("Upload-Metadata"), settings.max_metadata_size)
     _check_file_rules(metadata, settings)
 
@@ -172,6 +182,9 @@ def create():
     if length is not None and settings.max_size and length > settings.max_size:
         raise errors.PayloadTooLarge(
             f"Upload-Length {length} is larger than Tus-Max-Size {settings.max_size}")
+    with_body = _has_body() and concat != "final"
+    if with_body:
+        _check_creation_body(length, settings)
 
     now = time.time()
     info = UploadInfo(
@@ -182,33 +195,53 @@ def create():
         filename=safe_filename(metadata_text(metadata, "filename") or metadata_text(metadata, "name")),
         created=now,
         updated=now,
-        expires=now + settings.expiration if settings.expiration and concat != "final" else None,
+        # A zero-length upload is finished at once; it expires like an unfinished one (see
+        # `_expires_at`), or anyone could fill the storage with empty uploads kept forever.
+        expires=_expires_at(now, length, concat, settings),
         concat=concat,
         partials=partial_ids,
     )
     if concat == "final":
         info.offset = length
         info.completed = True
-        info.expires = None
     info = store.create(info)
     if concat == "final" and length:
         store.schedule_digest(info.id)
 
     response = Response(status=201)
     response.headers["Location"] = _upload_url(info.id)
-    if _is_offset_stream() and _has_body() and concat != "final":
-        if length is not None and (_content_length() or 0) > length:
-            raise errors.PayloadTooLarge("the body is longer than Upload-Length")
+    if with_body:
         info = _write_body(info, 0).info
         response.headers["Upload-Offset"] = str(info.offset)
-    elif _has_body() and concat != "final":
-        raise errors.UnsupportedMediaType(
-            "a creation body needs Content-Type: application/offset+octet-stream")
     if info.expires and not info.completed:
         response.headers["Upload-Expires"] = http_date(info.expires)
     current_app.logger.info("created upload_id=%s length=%s filename=%r", info.id, length,
                             info.filename)
     return response
+
+
+def _check_creation_body(length: Optional[int], settings: Settings) -> None:
+    """Refuse a creation body that cannot be stored before anything is created, so a refused
+    request leaves no upload behind."""
+    if not _is_offset_stream():
+        raise errors.UnsupportedMediaType(
+            "a creation body needs Content-Type: application/offset+octet-stream")
+    content_length = _content_length() or 0
+    if length is not None and content_length > length:
+        raise errors.PayloadTooLarge("the body is longer than Upload-Length")
+    if length is None and settings.max_size and content_length > settings.max_size:
+        raise errors.PayloadTooLarge(f"the body is longer than Tus-Max-Size {settings.max_size}")
+    parse_upload_checksum(request.headers.get("Upload-Checksum"))  # 400 if malformed
+
+
+def _expires_at(now: float, length: Optional[int], concat: Optional[str],
+                settings: Settings) -> Optional[float]:
+    """Unfinished uploads expire after TUS_EXPIRATION; so do zero-length ones (plain or
+    final), which are finished at creation without a byte received. A final upload with
+    bytes is a finished file, kept like any other (TUS_RETENTION)."""
+    if not settings.expiration or (concat == "final" and length):
+        return None
+    return now + settings.expiration
 
 
 def _final_length(partial_ids: list[str]) -> int:
@@ -348,7 +381,8 @@ def upload_summary(info: UploadInfo) -> dict:
         "offset": info.offset,
         "completed": info.completed,
         "created": iso(info.created),
-        "expires": iso(info.expires) if not info.completed else None,
+        # Finished uploads have none, except zero-length ones (`_expires_at`).
+        "expires": iso(info.expires),
         "concat": info.concat,
         "sha256": info.sha256,
         "url": _upload_url(info.id),
@@ -371,7 +405,7 @@ def list_uploads():
         except UploadNotFound:  # terminated while we listed
             continue
     has_next = page * per_page < len(ids)
-    return jsonify({
+    response = jsonify({
         "uploads": uploads,
         "page": page,
         "per_page": per_page,
@@ -379,3 +413,6 @@ def list_uploads():
         "next": url_for("tus.list_uploads", page=page + 1, per_page=per_page, _external=True)
         if has_next else None,
     })
+    # The list changes with every request and names uploads: no cache may keep it.
+    response.headers["Cache-Control"] = "no-store"
+    return response

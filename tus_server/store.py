@@ -9,7 +9,7 @@ import secrets
 from dataclasses import asdict, dataclass, field
 from typing import BinaryIO, Iterator, Optional, Protocol
 
-UPLOAD_ID_RE = re.compile(r"^tus-[0-9a-f]{32}$")
+UPLOAD_ID_RE = re.compile(r"tus-[0-9a-f]{32}")
 
 
 def new_upload_id() -> str:
@@ -18,7 +18,8 @@ def new_upload_id() -> str:
 
 
 def is_upload_id(value: str) -> bool:
-    return bool(UPLOAD_ID_RE.match(value))
+    """The whole value is an id: `re.match` with `$` would also take a trailing newline."""
+    return bool(UPLOAD_ID_RE.fullmatch(value))
 
 
 @dataclass
