@@ -15,7 +15,7 @@ import requests
 from tusclient.storage.filestorage import FileStorage
 from werkzeug.http import parse_options_header
 
-from tus_server.cli import FileFingerprint
+from tus_server.cli.upload import FileFingerprint
 
 from .helpers import TUS, create_url, head, metadata, patch, random_bytes, sha256, upload_id
 from .minio_process import ROOT, free_port
