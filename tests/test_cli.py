@@ -424,32 +424,3 @@ def test_download_from_a_server_that_is_down_fails_in_one_line(tmp_path):
 
 def test_download_of_something_that_is_not_a_url_fails_in_one_line(tmp_path):
     assert_one_line_failure(run_cli(tmp_path, "download", "not a url"), "not an http(s) URL")
-
-
-def test_ctrl_c_stops_a_download_cleanly_and_the_next_run_resumes(make_server, tmp_path,
-                                                                   monkeypatch):
-    live = make_server(chunk_size=256 * KIB)
-    data = random_bytes(4 * MIB)
-    url = upload(live.url, data, "ctrl-c.bin")
-    real_open = live.store.open
-
-    def slow_open(upload_id_, start, end, info=None):
-        for piece in real_open(upload_id_, start, end, info):
-            time.sleep(0.05)
-            yield piece
-
-    monkeypatch.setattr(live.store, "open", slow_open)
-    part = tmp_path / "ctrl-c.bin.part"
-    proc = start_cli(tmp_path, "download", url)
-    wait_until(lambda: part.exists() and part.stat().st_size >= 512 * KIB)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=30)
-
-    assert proc.returncode == 130
-    assert "Traceback" not in stderr
-    assert stderr.strip().splitlines()[-1] == "interrupted; run the same command again to resume"
-    have = part.stat().st_size
-    result = run_cli(tmp_path, "download", url)
-    assert_ok(result)
-    assert f"resuming at byte {have} of {len(data)}" in result.stderr
-    assert (tmp_path / "ctrl-c.bin").read_bytes() == data
