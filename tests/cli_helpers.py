@@ -35,8 +35,10 @@ def cli_args(*args) -> list[str]:
     return [sys.executable, "-m", "tus_server.cli", *map(str, args)]
 
 
-def run_cli(tmp_path: Path, *args, cwd=None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(cli_args(*args), cwd=cwd or tmp_path, env=cli_env(tmp_path),
+def run_cli(tmp_path: Path, *args, cwd=None, timeout: float = 120,
+            env: Optional[dict] = None) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess; `env` adds variables to the clean `cli_env`."""
+    return subprocess.run(cli_args(*args), cwd=cwd or tmp_path, env=cli_env(tmp_path) | (env or {}),
                           capture_output=True, text=True, timeout=timeout)
 
 

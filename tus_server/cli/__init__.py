@@ -82,7 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--digest-wait", type=float, default=30.0, metavar="SECONDS",
                       help="how long to wait for a digest the server is still computing")
 
-    sub.add_parser("ls", parents=[common, timed], help="list the server's uploads, newest first")
+    ls = sub.add_parser("ls", parents=[common, timed],
+                        help="list the server's uploads, newest first")
+    ls.add_argument("--page-size", type=int, default=500, metavar="N",
+                    help="uploads asked for per request (default 500, the server's most)")
     rm = sub.add_parser("rm", parents=[common, timed], help="remove uploads (tus termination)")
     rm.add_argument("targets", nargs="+", metavar="URL_OR_ID")
     return parser

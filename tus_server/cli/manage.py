@@ -15,11 +15,8 @@ import requests
 from .common import (TUS, CliError, describe, endpoint_url, format_bytes, http_failure,
                      new_session, say, upload_url, with_retries)
 
-PER_PAGE = 500  # the server's largest page
-
-
 def fetch_uploads(args: argparse.Namespace, session: requests.Session) -> list[dict]:
-    url: Optional[str] = endpoint_url(args.endpoint) + f"?page=1&per_page={PER_PAGE}"
+    url: Optional[str] = endpoint_url(args.endpoint) + f"?page=1&per_page={args.page_size}"
     uploads: list[dict] = []
     while url:
         page = with_retries(lambda: get_json(session, url, args.timeout), args)
