@@ -49,8 +49,9 @@ def test_the_package_and_the_cli_do_not_import_the_server():
                             cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
-    help_run = subprocess.run([sys.executable, "-X", "importtime", "-m", "tus_server.cli", "--help"],
-                              capture_output=True, text=True, cwd=ROOT, timeout=60)
+    help_run = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "tus_server.cli", "--help"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert help_run.returncode == 0 and "upload" in help_run.stdout
     imported = {line.rsplit("|", 1)[-1].strip() for line in help_run.stderr.splitlines()}
     assert not imported & {"flask", "minio", "werkzeug", "requests", "tusclient", "tqdm"}

@@ -94,7 +94,8 @@ def format_bytes(size: float) -> str:
     value = float(size)
     for unit in _UNITS:
         value /= 1024
-        text = f"{value:.2f}" if value < 9.995 else f"{value:.1f}" if value < 99.95 else f"{value:.0f}"
+        digits = 2 if value < 9.995 else 1 if value < 99.95 else 0
+        text = f"{value:.{digits}f}"
         if float(text) < 1024 or unit == _UNITS[-1]:
             return f"{text} {unit}"
     raise AssertionError("unreachable")
