@@ -26,7 +26,6 @@ signal.signal(signal.SIGINT, _interrupted_early)
 
 import argparse  # noqa: E402  (after the handler: these imports can be interrupted too)
 import os  # noqa: E402
-import sys  # noqa: E402
 from typing import Optional  # noqa: E402
 
 from .common import DEFAULT_ENDPOINT, CliError, parse_size, say  # noqa: E402

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import re
 import signal
 import sys
@@ -177,9 +176,3 @@ def deferred_interrupt():
         if pending:
             raise KeyboardInterrupt
 
-
-def check_output_dir(path: str) -> None:
-    """Fail early, in one line, when a file cannot be created where it is asked for."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise CliError(f"{folder}: no such directory")
