@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # Serve the app with gunicorn on $HOST:$PORT. Uses the MinIO answering at $MINIO_ENDPOINT, or
-# starts a local one there (scripts/minio.sh) and stops it again on exit (Ctrl-C stops both).
+# starts a local one there (scripts/minio.sh, data in $MINIO_DATA, log in $MINIO_LOG) and stops
+# it again on exit (Ctrl-C stops both). Once the app answers it prints, once, where everything
+# is; the probes before that are silent (no `curl: (7)` for every try while MinIO starts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${HOST:=127.0.0.1}" "${PORT:=5000}" "${MINIO_ENDPOINT:=127.0.0.1:9000}"
-: "${WORKERS:=2}" "${THREADS:=128}"
+: "${WORKERS:=2}" "${THREADS:=128}" "${MINIO_DATA:=$PWD/data/minio}" "${MINIO_LOG:=data/minio.log}"
+export MINIO_DATA
 scheme=http; [ "${MINIO_SECURE:-0}" = 1 ] && scheme=https
-mkdir -p data
+mkdir -p "$(dirname "$MINIO_LOG")"
 
-minio_ready() { curl -fsS -o /dev/null --max-time 2 "$scheme://$MINIO_ENDPOINT/minio/health/ready"; }
+# -s without -S: a refused connection is the expected answer while a server starts.
+minio_ready() { curl -fs -o /dev/null --max-time 2 "$scheme://$MINIO_ENDPOINT/minio/health/ready"; }
+# Any HTTP answer counts (a 503 from /healthz is the app answering that MinIO is not).
+app_answers() { curl -s -o /dev/null --max-time 2 "http://$url_host:$PORT/healthz"; }
 
 minio_pid="" app_pid=""
 stop_all() {
+  trap '' INT TERM  # a second Ctrl-C must not leave MinIO running
   [ -n "$app_pid" ] && kill "$app_pid" 2>/dev/null && wait "$app_pid" 2>/dev/null
   [ -n "$minio_pid" ] && kill "$minio_pid" 2>/dev/null && wait "$minio_pid" 2>/dev/null
   true
@@ -19,19 +26,34 @@ stop_all() {
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
+case "$HOST" in 0.0.0.0|::|'') url_host=127.0.0.1 ;; *) url_host=$HOST ;; esac
+
 if minio_ready; then
-  echo "using the MinIO already answering at $MINIO_ENDPOINT"
+  minio_where="$scheme://$MINIO_ENDPOINT (already running; its data is wherever it keeps it)"
 else
-  ./scripts/minio.sh > data/minio.log 2>&1 &
+  ./scripts/minio.sh > "$MINIO_LOG" 2>&1 &
   minio_pid=$!
   for _ in $(seq 1 150); do minio_ready && break; sleep 0.2; done
-  minio_ready || { echo "MinIO did not start; see data/minio.log" >&2; exit 1; }
-  echo "started MinIO at $MINIO_ENDPOINT (log: data/minio.log)"
+  minio_ready || { echo "MinIO did not start; see $MINIO_LOG" >&2; exit 1; }
+  minio_where="$scheme://$MINIO_ENDPOINT (started here; data in $MINIO_DATA, log in $MINIO_LOG)"
 fi
 
-echo "tus-minio on http://$HOST:$PORT/  (tus endpoint http://$HOST:$PORT/files/)"
 .venv/bin/python -m gunicorn tus_server.wsgi:app --bind "$HOST:$PORT" \
   -c python:tus_server.gunicorn_conf --workers "$WORKERS" --threads "$THREADS" \
   --access-logfile - &
 app_pid=$!
+
+until app_answers; do
+  kill -0 "$app_pid" 2>/dev/null || { wait "$app_pid" || true; echo "the app did not start" >&2; exit 1; }
+  sleep 0.2
+done
+cat <<EOF
+
+tus-minio is running
+  page:          http://$url_host:$PORT/
+  tus endpoint:  http://$url_host:$PORT/files/
+  MinIO:         $minio_where
+  stop:          press Ctrl-C (stops the app$([ -n "$minio_pid" ] && echo " and the MinIO started here"))
+
+EOF
 wait "$app_pid"

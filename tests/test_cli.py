@@ -1,113 +1,20 @@
 """`python -m tus_server.cli upload|download`, run as a subprocess against live servers."""
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
-from tusclient.storage.filestorage import FileStorage
 from werkzeug.http import parse_options_header
 
-from tus_server.cli import FileFingerprint
-
-from .helpers import TUS, create_url, head, metadata, patch, random_bytes, sha256, upload_id
-from .minio_process import ROOT, free_port
-
-KIB, MIB = 1024, 1024 * 1024
-
-
-# ------------------------------------------------------------------------------- helpers
-def cli_env(tmp_path: Path) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["HOME"] = str(tmp_path / "home")  # the default URL store must not be the user's
-    env.pop("XDG_CACHE_HOME", None)
-    env.pop("TUS_CLI_URL_STORE", None)
-    env.pop("TUS_ENDPOINT", None)
-    return env
-
-
-def cli_args(*args) -> list[str]:
-    return [sys.executable, "-m", "tus_server.cli", *map(str, args)]
-
-
-def run_cli(tmp_path: Path, *args, cwd=None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(cli_args(*args), cwd=cwd or tmp_path, env=cli_env(tmp_path),
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def start_cli(tmp_path: Path, *args, cwd=None) -> subprocess.Popen:
-    return subprocess.Popen(cli_args(*args), cwd=cwd or tmp_path, env=cli_env(tmp_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def remember_upload(url_store: Path, endpoint: str, path: Path, url: str) -> None:
-    """Put `url` in the CLI's URL store as the unfinished upload of `path`, as a run would."""
-    storage = FileStorage(str(url_store))
-    with open(path, "rb") as stream:
-        storage.set_item(FileFingerprint(endpoint, str(path)).get_fingerprint(stream), url)
-    storage.close()
-
-
-def assert_ok(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
-    return result.stdout.strip()
-
-
-def assert_one_line_failure(result: subprocess.CompletedProcess, *fragments: str) -> str:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    assert result.stdout == ""
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in last, last
-    return last
-
-
-def upload(base_url: str, data: bytes, filename: str = "file.bin") -> str:
-    url = create_url(base_url, len(data), metadata(filename=filename))
-    if data:
-        assert patch(url, 0, data).status_code == 204
-    return url
-
-
-def wait_until(condition, timeout: float = 30.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not reached in time")
-
-
-def stored_urls(url_store: Path) -> list[str]:
-    try:
-        table = json.loads(url_store.read_text() or "{}").get("_default", {})
-    except (OSError, ValueError):
-        return []
-    return [row["url"] for row in table.values()]
-
-
-def server_offset(url: str) -> int:
-    return int(head(url).headers["Upload-Offset"])
-
-
-def kill(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
-    proc.stdout.close()
-    proc.stderr.close()
-
+from .cli_helpers import (KIB, MIB, assert_ok, assert_one_line_failure, cli_args, cli_env, kill,
+                          part_state, remember_upload, run_cli, server_offset, start_cli,
+                          stored_urls, upload, wait_until, write_part_state)
+from .helpers import TUS, create_url, metadata, patch, random_bytes, sha256, upload_id
+from .minio_process import free_port
 
 # ------------------------------------------------------------------------------- upload
 def test_upload_prints_the_url_and_the_server_has_the_bytes(make_server, tmp_path):
@@ -290,7 +197,7 @@ def test_download_to_a_path_or_a_directory(make_server, tmp_path):
     folder.mkdir()
     assert assert_ok(run_cli(tmp_path, "download", url, "-o", folder)) == str(folder / "named.bin")
     assert (folder / "named.bin").read_bytes() == data
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith((".part", ".etag"))) == []
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith((".part", ".json"))) == []
 
 
 def test_download_of_an_empty_file(server, tmp_path):
@@ -322,8 +229,8 @@ def test_interrupted_download_is_resumed_by_a_second_run(make_server, tmp_path, 
     kill(proc)
     have = part.stat().st_size
     assert 0 < have < len(data)
-    assert (tmp_path / "resume-me.bin.part.etag").read_text().strip() == \
-        requests.get(url, headers={"If-None-Match": "*"}).headers["ETag"]
+    assert part_state(out) == {
+        "url": url, "etag": requests.get(url, headers={"If-None-Match": "*"}).headers["ETag"]}
     pause["seconds"] = 0
     opened.clear()
 
@@ -333,34 +240,60 @@ def test_interrupted_download_is_resumed_by_a_second_run(make_server, tmp_path, 
     assert f"resuming at byte {have} of {len(data)}" in result.stderr
     assert opened == [have]  # one ranged read from where the first run stopped
     assert sha256(out.read_bytes()) == sha256(data)
-    assert not part.exists() and not (tmp_path / "resume-me.bin.part.etag").exists()
+    assert not part.exists() and not (tmp_path / "resume-me.bin.part.json").exists()
 
 
-def test_download_starts_over_when_the_part_is_from_another_file(server, tmp_path):
-    old = random_bytes(50 * KIB)
-    new = random_bytes(70 * KIB)
-    old_url = upload(server.url, old, "old.bin")
-    new_url = upload(server.url, new, "new.bin")
-    old_etag = requests.get(old_url).headers["ETag"]
-    out = tmp_path / "file.bin"
-    (tmp_path / "file.bin.part").write_bytes(old[:20 * KIB])
-    (tmp_path / "file.bin.part.etag").write_text(old_etag + "\n")
+def test_download_starts_over_when_the_file_changed_on_the_server(server, tmp_path):
+    data = random_bytes(70 * KIB)
+    url = upload(server.url, data, "changed.bin")
+    out = tmp_path / "changed.bin"
+    (tmp_path / "changed.bin.part").write_bytes(random_bytes(20 * KIB))
+    write_part_state(out, url, '"an-etag-the-file-no-longer-has"')
 
-    result = run_cli(tmp_path, "download", new_url, "-o", out)
+    result = run_cli(tmp_path, "download", url, "-o", out)
 
     assert_ok(result)
     assert "changed on the server" in result.stderr  # If-Range failed: the server sent 200
     assert "resuming" not in result.stderr
-    assert out.read_bytes() == new
+    assert out.read_bytes() == data
 
 
-def test_download_starts_over_when_no_etag_was_saved(server, tmp_path):
+def test_download_refuses_a_part_of_another_upload_unless_forced(server, tmp_path):
+    old = random_bytes(50 * KIB)
+    new = random_bytes(70 * KIB)
+    old_url = upload(server.url, old, "old.bin")
+    new_url = upload(server.url, new, "new.bin")
+    out = tmp_path / "file.bin"
+    part = tmp_path / "file.bin.part"
+    part.write_bytes(old[:20 * KIB])
+    write_part_state(out, old_url, requests.get(old_url).headers["ETag"])
+
+    refused = run_cli(tmp_path, "download", new_url, "-o", out)
+
+    assert refused.returncode == 1
+    assert_one_line_failure(refused, "partial download of " + old_url, "--force")
+    assert part.read_bytes() == old[:20 * KIB] and not out.exists()
+    # The other upload's partial is still resumable by its own command.
+    assert part_state(out)["url"] == old_url
+
+    forced = run_cli(tmp_path, "download", new_url, "-o", out, "--force")
+    assert_ok(forced)
+    assert "discarding it" in forced.stderr and "resuming" not in forced.stderr
+    assert sha256(out.read_bytes()) == sha256(new)
+    assert not part.exists() and not (tmp_path / "file.bin.part.json").exists()
+
+
+def test_download_refuses_a_part_it_did_not_write_unless_forced(server, tmp_path):
     data = random_bytes(30 * KIB)
     url = upload(server.url, data, "x.bin")
-    (tmp_path / "x.bin.part").write_bytes(b"?" * 1000)
-    result = run_cli(tmp_path, "download", url, "-o", tmp_path / "x.bin")
-    assert_ok(result)
-    assert "starting over" in result.stderr
+    part = tmp_path / "x.bin.part"
+    part.write_bytes(b"?" * 1000)
+
+    refused = run_cli(tmp_path, "download", url, "-o", tmp_path / "x.bin")
+    assert_one_line_failure(refused, "x.bin.part exists", "--force")
+    assert refused.returncode == 1 and part.read_bytes() == b"?" * 1000
+
+    assert_ok(run_cli(tmp_path, "download", url, "-o", tmp_path / "x.bin", "--force"))
     assert (tmp_path / "x.bin").read_bytes() == data
 
 
@@ -368,7 +301,7 @@ def test_download_of_a_complete_part_only_verifies_it(server, tmp_path):
     data = random_bytes(30 * KIB)
     url = upload(server.url, data, "done.bin")
     (tmp_path / "done.bin.part").write_bytes(data)
-    (tmp_path / "done.bin.part.etag").write_text(requests.get(url).headers["ETag"])
+    write_part_state(tmp_path / "done.bin", url, requests.get(url).headers["ETag"])
     result = run_cli(tmp_path, "download", url, "-o", tmp_path / "done.bin")
     assert_ok(result)
     assert (tmp_path / "done.bin").read_bytes() == data
@@ -381,7 +314,7 @@ def test_download_with_a_damaged_part_fails_the_digest_check(server, tmp_path):
     damaged[100] ^= 0xFF
     part = tmp_path / "d.bin.part"
     part.write_bytes(bytes(damaged))
-    (tmp_path / "d.bin.part.etag").write_text(requests.get(url).headers["ETag"])
+    write_part_state(tmp_path / "d.bin", url, requests.get(url).headers["ETag"])
 
     result = run_cli(tmp_path, "download", url, "-o", tmp_path / "d.bin")
 
@@ -397,7 +330,7 @@ def test_no_verify_still_checks_a_digest_the_server_sent(server, tmp_path):
     data = random_bytes(40 * KIB)
     url = upload(server.url, data, "n.bin")
     (tmp_path / "n.bin.part").write_bytes(b"\0" * 1000)
-    (tmp_path / "n.bin.part.etag").write_text(requests.get(url).headers["ETag"])
+    write_part_state(tmp_path / "n.bin", url, requests.get(url).headers["ETag"])
     result = run_cli(tmp_path, "download", url, "-o", tmp_path / "n.bin", "--no-verify")
     assert_one_line_failure(result, "SHA-256 mismatch")
 
@@ -490,32 +423,3 @@ def test_download_from_a_server_that_is_down_fails_in_one_line(tmp_path):
 
 def test_download_of_something_that_is_not_a_url_fails_in_one_line(tmp_path):
     assert_one_line_failure(run_cli(tmp_path, "download", "not a url"), "not an http(s) URL")
-
-
-def test_ctrl_c_stops_a_download_cleanly_and_the_next_run_resumes(make_server, tmp_path,
-                                                                   monkeypatch):
-    live = make_server(chunk_size=256 * KIB)
-    data = random_bytes(4 * MIB)
-    url = upload(live.url, data, "ctrl-c.bin")
-    real_open = live.store.open
-
-    def slow_open(upload_id_, start, end, info=None):
-        for piece in real_open(upload_id_, start, end, info):
-            time.sleep(0.05)
-            yield piece
-
-    monkeypatch.setattr(live.store, "open", slow_open)
-    part = tmp_path / "ctrl-c.bin.part"
-    proc = start_cli(tmp_path, "download", url)
-    wait_until(lambda: part.exists() and part.stat().st_size >= 512 * KIB)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=30)
-
-    assert proc.returncode == 130
-    assert "Traceback" not in stderr
-    assert stderr.strip().splitlines()[-1] == "interrupted; run the same command again to resume"
-    have = part.stat().st_size
-    result = run_cli(tmp_path, "download", url)
-    assert_ok(result)
-    assert f"resuming at byte {have} of {len(data)}" in result.stderr
-    assert (tmp_path / "ctrl-c.bin").read_bytes() == data

@@ -4,11 +4,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-import unicodedata
 from email.utils import formatdate
 from typing import Optional
 
 from .errors import BadRequest, MetadataTooLarge
+from .names import safe_filename  # noqa: F401  (re-exported: the rule lives in names.py)
 
 UINT64_MAX = 2**64 - 1
 _DIGITS = re.compile(r"^[0-9]+$")
@@ -73,20 +73,6 @@ def metadata_text(metadata: dict[str, Optional[str]], key: str) -> Optional[str]
         return base64.b64decode(value).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
         return None
-
-
-def safe_filename(name: Optional[str], fallback: str = "upload") -> str:
-    """A base name safe for an object key and a header: no path, no control characters."""
-    if not name:
-        return fallback
-    name = unicodedata.normalize("NFC", name)
-    name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
-    name = name.strip().lstrip(".").strip()
-    encoded = name.encode("utf-8")
-    if len(encoded) > 200:
-        name = encoded[:200].decode("utf-8", "ignore")
-    return name or fallback
 
 
 def is_media_type(value: Optional[str]) -> bool:

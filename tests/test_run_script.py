@@ -1,0 +1,70 @@
+"""`make run` (scripts/run.sh): quiet while MinIO starts, one banner, Ctrl-C stops everything."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import psutil
+import requests
+
+from .minio_process import ROOT, free_port, minio_binary
+
+
+def test_run_script_prints_one_banner_and_stops_both_servers_on_ctrl_c(tmp_path):
+    port, minio_port = free_port(), free_port()
+    data_dir = tmp_path / "minio-data"
+    env = dict(os.environ, HOST="127.0.0.1", PORT=str(port), MINIO_ENDPOINT=f"127.0.0.1:{minio_port}",
+               MINIO_BIN=minio_binary(), MINIO_DATA=str(data_dir), MINIO_LOG=str(tmp_path / "m.log"),
+               MINIO_ACCESS_KEY="runscript", MINIO_SECRET_KEY="runscript-secret",
+               WORKERS="1", THREADS="4", TUS_CLEANUP_INTERVAL="0")
+    proc = subprocess.Popen([str(ROOT / "scripts" / "run.sh")], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # so a failing test can still end it all
+    out: list[str] = []
+    err: list[str] = []
+    readers = [threading.Thread(target=lambda s=s, sink=sink: sink.extend(s), daemon=True)
+               for s, sink in ((proc.stdout, out), (proc.stderr, err))]
+    for reader in readers:
+        reader.start()
+    try:
+        deadline = time.monotonic() + 90
+        while not any("tus endpoint:" in line for line in out):
+            assert proc.poll() is None, "".join(out + err)
+            assert time.monotonic() < deadline, "no banner:\n" + "".join(out + err)
+            time.sleep(0.1)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        names = " ".join(" ".join(child.cmdline()) for child in children)
+        assert "gunicorn" in names and "minio" in names, names
+
+        # The banner is printed only once the app answers.
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200
+
+        proc.send_signal(signal.SIGINT)  # to the script alone: its trap must stop both servers
+        assert proc.wait(timeout=60) == 130
+        gone, alive = psutil.wait_procs(children, timeout=30)
+        assert alive == []
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    for reader in readers:
+        reader.join(timeout=10)
+
+    stdout = "".join(out)
+    assert "curl:" not in stdout and "curl:" not in "".join(err)
+    assert stdout.count("tus-minio is running") == 1
+    assert f"page:          http://127.0.0.1:{port}/\n" in stdout
+    assert f"tus endpoint:  http://127.0.0.1:{port}/files/\n" in stdout
+    assert f"http://127.0.0.1:{minio_port} (started here; data in {data_dir}" in stdout
+    assert "Ctrl-C" in stdout
+    assert (data_dir / ".minio.sys").is_dir()  # MinIO really kept its data there
+    for candidate in (port, minio_port):
+        try:
+            requests.get(f"http://127.0.0.1:{candidate}/", timeout=2)
+        except requests.ConnectionError:
+            continue
+        raise AssertionError(f"port {candidate} still answers after Ctrl-C")
