@@ -149,7 +149,7 @@ class GunicornServer:
             "TUS_EXPIRATION": str(s.expiration), "TUS_MAX_SIZE": str(s.max_size),
             "TUS_LOCK_LEASE": str(s.lock_lease), "TUS_RETRY_AFTER": str(s.retry_after),
             "TUS_HANDOVER_WAIT": str(s.handover_wait), "TUS_BODY_TIMEOUT": str(s.body_timeout),
-            "TUS_SHUTDOWN_TIMEOUT": str(s.shutdown_timeout), "THREADS": "32",
+            "TUS_SHUTDOWN_TIMEOUT": str(s.shutdown_timeout),
         })
         env.update(self.extra_env)
         return env

@@ -142,9 +142,8 @@ def test_zero_length_final_upload_expires_but_a_final_with_bytes_is_kept(make_se
     full_final = create_final(server.url, [create_partial(server.url, b"abc")])
     assert empty_final.status_code == full_final.status_code == 201
     time.sleep(1.5)
-    from tus_server.app import sweep
 
-    removed = sweep(server.store, time.time())
+    removed = server.store.expire(time.time())
     assert upload_id(empty_final.headers["Location"]) in removed
     assert upload_id(full_final.headers["Location"]) not in removed
     assert requests.get(full_final.headers["Location"]).content == b"abc"

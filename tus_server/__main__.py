@@ -25,9 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         if not store.healthy():
             print(f"MinIO at {settings.minio_endpoint} is unreachable", file=sys.stderr)
             return 1
-        from .app import sweep
-
-        removed = sweep(store, time.time())
+        removed = store.expire(time.time())
         print(f"removed {len(removed)} expired uploads")
         for upload_id in removed:
             print(upload_id)

@@ -83,22 +83,6 @@ def exact_origins(origins: tuple[str, ...]) -> list[re.Pattern]:
     return [re.compile(re.escape(origin) + r"\Z", re.IGNORECASE) for origin in origins]
 
 
-def sweep(store: Store, now: float) -> list[str]:
-    """`store.expire`, plus finished uploads that were given an expiry at creation
-    (zero-length ones, see `protocol._expires_at`): the store keeps every finished upload
-    until TUS_RETENTION, which by default would keep those forever."""
-    removed = store.expire(now)
-    for info in store.list():
-        if info.completed and info.expires is not None and info.expires < now:
-            try:
-                store.terminate(info.id)
-            except (UploadLocked, UploadNotFound):
-                continue
-            removed.append(info.id)
-            log.info("swept upload_id=%s (empty, expired)", info.id)
-    return removed
-
-
 def _store_error(error: StoreError) -> errors.TusError:
     """The one mapping from storage outcomes to HTTP outcomes."""
     if isinstance(error, UploadNotFound):
@@ -143,7 +127,7 @@ class Sweeper:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                removed = sweep(self.store, time.time())
+                removed = self.store.expire(time.time())
                 if removed:
                     log.info("sweeper removed %d expired uploads", len(removed))
             except Exception:

@@ -248,10 +248,11 @@ class MinioStore:
         return infos
 
     def expire(self, now: float) -> list[str]:
-        """Remove unfinished uploads past their expiry and finished ones past retention."""
+        """Remove uploads past their expiry (unfinished ones, and empty ones, which get an
+        expiry at creation) and finished ones past retention."""
         removed = []
         for info in self.list():
-            stale = (not info.completed and info.expires is not None and info.expires < now)
+            stale = info.expires is not None and info.expires < now
             retired = (info.completed and self.settings.retention
                        and info.updated + self.settings.retention < now)
             if stale or retired:
@@ -285,6 +286,8 @@ class MinioStore:
             hasher.update(piece)
         with self.locked(upload_id, wait=30.0):
             info, etag = self.objects.read_info(upload_id)
+            if info.sha256:  # another process's pass got there first
+                return
             info.sha256 = hasher.hexdigest()
             self.objects.write_info(info, etag)
         log.info("digest computed upload_id=%s", upload_id)

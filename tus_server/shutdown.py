@@ -37,9 +37,20 @@ def stop_uploads(timeout: float) -> None:
 def install(worker, settings: Settings | None = None) -> None:
     timeout = (settings or Settings.from_env()).shutdown_timeout
 
+    state = {"waiting": False, "done": False}
+
     def wrap(original):
         def handler(signum, frame):
-            stop_uploads(timeout)
+            if state["waiting"]:
+                # A second signal while the first waits (gunicorn's arbiter forwards SIGINT as
+                # SIGQUIT): the first handler finishes the job and then runs gunicorn's own.
+                return
+            if not state["done"]:
+                state["waiting"] = True
+                try:
+                    stop_uploads(timeout)
+                finally:
+                    state["waiting"], state["done"] = False, True
             original(signum, frame)
         return handler
 
