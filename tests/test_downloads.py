@@ -76,13 +76,16 @@ def key_in_upload(store, uid: str, name: str) -> str:
 
 
 def overwrite_chunk(store, uid: str, name: str, data: bytes, keep_digest: bool) -> None:
-    """Replace a chunk object directly in MinIO, behind the server's back."""
+    """Replace a chunk object directly in MinIO, behind the server's back.
+
+    MinIO refuses a CRC32C that does not match the bytes, so the replaced object carries no
+    CRC32C; with `keep_digest` it carries the original bytes' SHA-256 the way chunks written
+    by earlier versions did, so the reader checks the new bytes against the old digest.
+    """
     bucket, prefix = store._location(uid)
-    stat = store.client.stat_object(bucket, prefix + name)
-    recorded = stat.metadata.get("x-amz-meta-sha256")
-    assert recorded, "every chunk records its SHA-256"
-    store.client.put_object(bucket, prefix + name, io.BytesIO(data), len(data),
-                            metadata={"sha256": recorded} if keep_digest else None)
+    original = read_object(store, uid, name)
+    metadata = {"sha256": hashlib.sha256(original).hexdigest()} if keep_digest else None
+    store.client.put_object(bucket, prefix + name, io.BytesIO(data), len(data), metadata=metadata)
 
 
 def every_object_in_minio(store) -> list[tuple[str, str]]:

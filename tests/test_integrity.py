@@ -87,7 +87,7 @@ def test_stalled_writer_cannot_overwrite_a_finished_upload(gunicorn_server, stor
     writer_a.sock.settimeout(20)
     try:
         status, _, text = writer_a.response()
-        assert status == 423, (status, text)  # fenced: never 500, never 204
+        assert status in (409, 423), (status, text)  # fenced: never 500, never 204
     except (ConnectionError, OSError):
         pass  # A's request may also just end; what matters is what is stored
     writer_a.close()

@@ -2,11 +2,14 @@
 one test per rule of shared/TUS-CHECKLIST.md, with real HTTP against a real MinIO."""
 from __future__ import annotations
 
+import base64
 import http.client
+import io
 import os
 import socket
 from urllib.parse import urlparse
 
+import crc32c
 import pytest
 import requests
 
@@ -464,7 +467,7 @@ def test_patches_of_any_size_give_server_chunk_boundaries(server, store):
     assert sha256(stored_file(store, uid)) == sha256(data)
 
 
-def test_chunk_objects_carry_their_sha256(make_server, store):
+def test_chunk_objects_carry_their_crc32c_checked_by_minio(make_server, store):
     server = make_server(chunk_size=1000)
     data = os.urandom(2500)
     url = create_url(server.url, 2500, metadata(filename="c.bin"))
@@ -472,8 +475,32 @@ def test_chunk_objects_carry_their_sha256(make_server, store):
     uid = upload_id(url)
     bucket, prefix = store._location(uid)
     for index in range(3):
-        stat = store.client.stat_object(bucket, f"{prefix}c.bin.part{index + 1}of3")
-        assert stat.metadata["x-amz-meta-sha256"] == sha256(data[index * 1000:(index + 1) * 1000])
+        piece = data[index * 1000:(index + 1) * 1000]
+        response = store.client.get_object(bucket, f"{prefix}c.bin.part{index + 1}of3",
+                                           request_headers={"x-amz-checksum-mode": "ENABLED"})
+        try:
+            assert response.read() == piece
+            expected = base64.b64encode(crc32c.crc32c(piece).to_bytes(4, "big")).decode()
+            assert response.headers["x-amz-checksum-crc32c"] == expected
+        finally:
+            response.close()
+            response.release_conn()
+
+
+def test_chunks_written_with_a_sha256_by_earlier_versions_still_download(make_server, store):
+    server = make_server(chunk_size=1000)
+    data = os.urandom(2500)
+    url = create_url(server.url, 2500, metadata(filename="old.bin"))
+    patch(url, 0, data)
+    uid = upload_id(url)
+    bucket, prefix = store._location(uid)
+    for index in range(3):  # as the earlier versions wrote them: no CRC32C, a SHA-256 in metadata
+        piece = data[index * 1000:(index + 1) * 1000]
+        store.client.put_object(bucket, f"{prefix}old.bin.part{index + 1}of3", io.BytesIO(piece),
+                                len(piece), metadata={"sha256": sha256(piece)})
+    response = requests.get(url)
+    assert response.status_code == 200
+    assert response.content == data
 
 
 def test_info_object_offset_is_the_truth(server, store):

@@ -131,7 +131,7 @@ class Settings:
     shutdown_timeout: float = 10.0
     # Chunk buffers per PATCH: one receives while the others are being put to MinIO (2 = one
     # PUT in flight; more buffers let several chunk PUTs of one PATCH run side by side).
-    write_buffers: int = 2
+    write_buffers: int = 4
     # Seconds clients are told to wait (Retry-After) when MinIO is unreachable.
     retry_after: int = 5
     # Path to the npm-installed Uppy dist folder served at /vendor/uppy/.

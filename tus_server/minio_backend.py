@@ -12,6 +12,7 @@ Per upload (see `storage/layout.py` for where each object lives):
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import logging
@@ -45,6 +46,7 @@ from .store import (
     UploadInfo,
     UploadLocked,
     UploadNotFound,
+    WriteFenced,
     WriteResult,
     is_upload_id,
 )
@@ -120,14 +122,20 @@ class MinioStore:
 
     def write(self, upload_id: str, offset: int, stream: BinaryIO, length_hint: Optional[int],
               verifier: Optional[BodyVerifier] = None,
-              limit: Optional[int] = None) -> WriteResult:
+              limit: Optional[int] = None, known: Optional[UploadInfo] = None) -> WriteResult:
         """Append the body in `stream` at `offset` (storage/writer.py has the steps).
 
         `limit` caps the total size of an upload whose length is deferred (Tus-Max-Size).
-        With a `verifier`, nothing is counted unless the whole body verifies.
+        With a `verifier`, nothing is counted unless the whole body verifies. `known` is the
+        info the caller just read: used instead of reading it again (every write that depends
+        on it is conditional on its ETag, so a stale one is caught, and answered as a moved
+        offset when nothing was stored yet).
         """
         with self.locked(upload_id) as lease:
-            info, etag = self.objects.read_info(upload_id)
+            if known is not None and known.version and known.id == upload_id:
+                info, etag = copy.deepcopy(known), known.version
+            else:
+                info, etag = self.objects.read_info(upload_id)
             if info.offset != offset:
                 raise OffsetMismatch(info.offset, offset)
             if info.length is not None:
@@ -145,6 +153,13 @@ class MinioStore:
             writer = ChunkWriter(self.objects, self.settings, info, etag, lease, verifier, hasher)
             try:
                 result = writer.run(stream, room)
+            except WriteFenced:
+                self._hashes.drop(upload_id)
+                if writer.committed == offset:  # nothing of ours counted: did the offset move?
+                    current = self._read_info(upload_id)
+                    if current.offset != offset:
+                        raise OffsetMismatch(current.offset, offset) from None
+                raise
             except BaseException:
                 self._hashes.drop(upload_id)
                 raise

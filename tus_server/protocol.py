@@ -270,7 +270,7 @@ def _write_body(info: UploadInfo, offset: int):
     body = RequestBody(request.environ, _content_length(), settings.body_timeout)
     try:
         result = _store().write(info.id, offset, body, _content_length(), verifier=verifier,
-                                limit=settings.max_size or None)
+                                limit=settings.max_size or None, known=info)
     finally:
         body.close()
     if body.timed_out:

@@ -48,8 +48,14 @@ class UploadInfo:
     def is_deferred(self) -> bool:
         return self.length is None
 
+    # The ETag of the info object this was read from (not stored in it): a write may start
+    # from it instead of reading the info again, its conditional PUTs failing if it is stale.
+    version: Optional[str] = field(default=None, compare=False, repr=False)
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        del data["version"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "UploadInfo":
@@ -135,7 +141,7 @@ class Store(Protocol):
 
     def write(self, upload_id: str, offset: int, stream: BinaryIO, length_hint: Optional[int],
               verifier: Optional[BodyVerifier] = None,
-              limit: Optional[int] = None) -> WriteResult: ...
+              limit: Optional[int] = None, known: Optional[UploadInfo] = None) -> WriteResult: ...
 
     def declare_length(self, upload_id: str, length: int) -> UploadInfo: ...
 

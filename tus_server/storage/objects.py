@@ -11,12 +11,16 @@ at creation): a 412 means somebody else advanced the upload, and is raised as `W
 """
 from __future__ import annotations
 
+import base64
+import collections
 import json
 import logging
+import threading
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Optional
 
+import crc32c
 import urllib3
 from minio import Minio
 from minio.error import MinioException, S3Error
@@ -28,7 +32,15 @@ from .layout import INFO_NAME, location
 log = logging.getLogger("tus_server.store")
 
 NOT_FOUND_CODES = {"NoSuchBucket", "NoSuchKey", "NoSuchUpload", "ResourceNotFound"}
+# Each chunk's integrity value: S3's native CRC32C (written since the performance work), or a
+# SHA-256 in user metadata (chunks written by earlier versions; still read and verified).
+CRC32C_HEADER = "x-amz-checksum-crc32c"
 SHA256_META = "x-amz-meta-sha256"
+
+
+def crc32c_b64(data) -> str:
+    """The CRC32C of `data` as S3 spells it: base64 of the 4 big-endian bytes."""
+    return base64.b64encode(crc32c.crc32c(data).to_bytes(4, "big")).decode()
 
 
 @contextmanager
@@ -46,12 +58,27 @@ def storage_errors(upload_id: str = ""):
         raise StorageUnavailable(f"MinIO unreachable: {type(exc).__name__}") from exc
 
 
+class CountingPool(urllib3.PoolManager):
+    """The connection pool, counting MinIO requests by method (for the README's round-trip
+    figures and for metrics)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.counts: collections.Counter = collections.Counter()
+        self._counts_guard = threading.Lock()
+
+    def urlopen(self, method, url, *args, **kwargs):
+        with self._counts_guard:
+            self.counts[method] += 1
+        return super().urlopen(method, url, *args, **kwargs)
+
+
 class Objects:
     """One MinIO client and connection pool, shared by every part of the store."""
 
     def __init__(self, settings: Settings, client: Optional[Minio] = None):
         self.settings = settings
-        self.http = urllib3.PoolManager(
+        self.http = CountingPool(
             maxsize=64,
             timeout=urllib3.Timeout(connect=3.0, read=120.0),
             retries=urllib3.Retry(total=2, backoff_factor=0.2,
@@ -145,7 +172,9 @@ class Objects:
         data, etag = self.read_object(upload_id, INFO_NAME)
         if data is None:
             raise UploadNotFound(upload_id)
-        return UploadInfo.from_dict(json.loads(data)), etag or ""
+        info = UploadInfo.from_dict(json.loads(data))
+        info.version = etag or ""
+        return info, info.version
 
     def write_info(self, info: UploadInfo, if_match: Optional[str]) -> str:
         """Store the info if it is still the version `if_match` (None: only if none exists).
@@ -157,4 +186,5 @@ class Objects:
                                     if_match=if_match, if_none_match=if_match is None)
         if etag is None:
             raise WriteFenced(f"upload {info.id} was changed by another request")
+        info.version = etag
         return etag

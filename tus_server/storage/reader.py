@@ -1,5 +1,7 @@
 """A finished upload's bytes, chunk by chunk: each chunk checked against the integrity value
-written in the same PUT as its bytes (`x-amz-meta-sha256`), before any of it is sent.
+written in the same PUT as its bytes, before any of it is sent: the CRC32C that MinIO verified
+on arrival (`x-amz-checksum-crc32c`), or for chunks written by earlier versions the SHA-256 in
+`x-amz-meta-sha256`.
 
 A chunk read whole is checked against its digest; a chunk read in part (the edges of a Range)
 is checked for size only. A final (concatenated) upload yields its partials' bytes in order.
@@ -15,10 +17,11 @@ from typing import Callable, Iterator
 
 from ..store import StoredDataCorrupt, UploadInfo
 from .layout import chunk_count, chunk_key
-from .objects import SHA256_META, Objects, storage_errors
+from .objects import CRC32C_HEADER, SHA256_META, Objects, crc32c_b64, storage_errors
 
 log = logging.getLogger("tus_server.store")
 
+CHECKSUM_MODE = {"x-amz-checksum-mode": "ENABLED"}  # ask MinIO for the stored CRC32C
 # Chunks a download reads ahead of the one being sent.
 READ_AHEAD = 2
 
@@ -78,21 +81,29 @@ class ChunkReader:
         client = self.objects.client
         with storage_errors(info.id):
             if whole:
-                response = client.get_object(bucket, key)
+                response = client.get_object(bucket, key, request_headers=CHECKSUM_MODE)
             else:
                 response = client.get_object(bucket, key, offset=lo, length=hi - lo)
             try:
                 data = response.read()
-                recorded = response.headers.get(SHA256_META)
+                crc = response.headers.get(CRC32C_HEADER)
+                sha = response.headers.get(SHA256_META)
             finally:
                 response.close()
                 response.release_conn()
         if len(data) != hi - lo:
-            log.error("corrupt chunk upload_id=%s chunk=%d: size differs from the recorded size",
-                      info.id, index + 1)
-            raise StoredDataCorrupt(info.id, index + 1, "size differs from what was stored")
-        if whole and recorded != hashlib.sha256(data).hexdigest():
-            log.error("corrupt chunk upload_id=%s chunk=%d: SHA-256 differs from the recorded one",
-                      info.id, index + 1)
-            raise StoredDataCorrupt(info.id, index + 1, "SHA-256 differs from the recorded one")
-        return data
+            problem = "size differs from what was stored"
+        elif not whole:
+            return data
+        elif crc is not None:
+            if crc == crc32c_b64(data):
+                return data
+            problem = "CRC32C differs from the one MinIO recorded"
+        elif sha is not None:  # written before the move to S3 checksums
+            if sha == hashlib.sha256(data).hexdigest():
+                return data
+            problem = "SHA-256 differs from the recorded one"
+        else:
+            problem = "carries no integrity value"
+        log.error("corrupt chunk upload_id=%s chunk=%d: %s", info.id, index + 1, problem)
+        raise StoredDataCorrupt(info.id, index + 1, problem)

@@ -8,10 +8,10 @@ reusable chunk buffers while putter threads store the others; chunks may finish 
 and the offset only ever moves to the end of the longest run of stored chunks from the start.
 
 Fencing (why a writer that lost the lease can change nothing a later writer stored):
-1. Claim. Before its first chunk PUT, a writer writes the info with its own random `writer`
-   token, `If-Match` on the ETag it read. Every later writer does the same, so a writer's
-   claim always precedes its chunk PUTs, and every info commit is `If-Match` on the ETag of
-   the writer's own previous write: after a later claim, an earlier writer's commits get 412.
+1. Claim. Before it uses a chunk ETag it did not produce itself (2 and 3 below), a writer
+   writes the info with its own random `writer` token, `If-Match` on the ETag it read. Every
+   info commit is `If-Match` on the ETag of the writer's own previous write, so after any later
+   writer's claim or commit, an earlier writer's commits get 412.
 2. Chunk PUTs are conditional too: the chunk holding the start offset with `If-Match` on the
    ETag of the head read before the claim (a successful claim proves no later writer had
    started then), every other chunk with `If-None-Match: *`. Bytes of a later writer therefore
@@ -19,13 +19,14 @@ Fencing (why a writer that lost the lease can change nothing a later writer stor
 3. A chunk left past the offset by a writer that died is replaced only after a HEAD for its
    ETag followed by a re-read of the info that still names this writer: any later writer
    would have claimed before writing it.
-So the info's offset only ever covers bytes written by the writer that committed it, and a
-writer that gets 412 anywhere stops at once (423), whatever the clocks say.
+A writer that never claimed put only `If-None-Match: *` chunks: a later writer that meets one
+of them claims before replacing it, so the earlier writer's commit fails. So the info's offset
+only ever covers bytes written by the writer that committed it, and a writer that gets 412
+anywhere stops at once (423), whatever the clocks say.
 """
 from __future__ import annotations
 
 import collections
-import hashlib
 import logging
 import mmap
 import queue
@@ -49,7 +50,7 @@ from ..store import (
 )
 from .layout import chunk_count, chunk_key
 from .lease import Lease
-from .objects import SHA256_META, Objects, storage_errors
+from .objects import CRC32C_HEADER, Objects, crc32c_b64, storage_errors
 
 log = logging.getLogger("tus_server.store")
 
@@ -80,6 +81,8 @@ class ChunkWriter:
         self.head_index: Optional[int] = None  # the chunk whose head was read, and its ETag
         self.head_etag: Optional[str] = None
         self.stream = None
+        self.claimed = False
+        self.info_guard = threading.Lock()  # the claim and the commits write the info in turn
 
     # ----------------------------------------------------------------- buffers
     def _take_buffer(self) -> mmap.mmap:
@@ -123,8 +126,17 @@ class ChunkWriter:
         self.head_index = index
 
     def _claim(self) -> None:
-        self.info.writer = self.token
-        self.info_etag = self.objects.write_info(self.info, self.info_etag)
+        """Write the info with this writer's token before using an ETag it did not produce.
+
+        Only needed for the head read and for replacing a leftover chunk: a PATCH that starts
+        at a chunk boundary puts only `If-None-Match: *` chunks and skips it (one request less).
+        """
+        with self.info_guard:
+            if self.claimed:
+                return
+            self.info.writer = self.token
+            self.info_etag = self.objects.write_info(self.info, self.info_etag)
+            self.claimed = True
 
     # ----------------------------------------------------------------- stopping
     def _on_stop(self, reason: str) -> None:
@@ -159,33 +171,35 @@ class ChunkWriter:
     def _put_chunk(self, buf, index: int, length: int) -> None:
         view = memoryview(buf)[:length]
         try:
-            digest = hashlib.sha256(view).hexdigest()
             key = self.prefix + chunk_key(self.info.filename, index + 1, self.total)
+            # MinIO checks the CRC32C on arrival (400 on a mismatch) and returns it on GET.
             headers = {"Content-Type": "application/octet-stream",
-                       "Content-Length": str(length)}
-            query = {SHA256_META: digest}
+                       "Content-Length": str(length),
+                       CRC32C_HEADER: crc32c_b64(view),
+                       "x-amz-sdk-checksum-algorithm": "CRC32C"}
             if index == self.head_index:
                 etag = self.objects.put_if(self.info.id, key, view, headers,
-                                           if_match=self.head_etag, query=query)
+                                           if_match=self.head_etag)
             else:
                 etag = self.objects.put_if(self.info.id, key, view, headers,
-                                           if_none_match=True, query=query)
+                                           if_none_match=True)
                 if etag is None:
-                    etag = self._replace_leftover(key, view, headers, query)
+                    etag = self._replace_leftover(key, view, headers)
             if etag is None:
                 raise WriteFenced(f"chunk {index + 1} of upload {self.info.id} was written by "
                                   "another request")
         finally:
             view.release()
 
-    def _replace_leftover(self, key: str, view, headers: dict, query: dict) -> Optional[str]:
+    def _replace_leftover(self, key: str, view, headers: dict) -> Optional[str]:
         """A chunk exists past the offset: replace it only if no later writer has claimed."""
+        self._claim()
         found = self.objects.object_etag(self.info.id, key)
         current, _ = self.objects.read_info(self.info.id)
         if found is None or current.writer != self.token:
             return None
         log.info("replacing a chunk left past the offset upload_id=%s key=%s", self.info.id, key)
-        return self.objects.put_if(self.info.id, key, view, headers, if_match=found, query=query)
+        return self.objects.put_if(self.info.id, key, view, headers, if_match=found)
 
     def _hand_over(self, item: tuple) -> None:
         """Queue a filled buffer for the putters, remembering the order of the chunks."""
@@ -215,14 +229,25 @@ class ChunkWriter:
         if self.error is not None:
             return
         try:
-            self.info.offset = end_offset
-            self.info.updated = time.time()
-            self._touch_expiry()
-            self.info_etag = self.objects.write_info(self.info, self.info_etag)
-            self.committed = end_offset
+            with self.info_guard:
+                self.info.offset = end_offset
+                self.info.updated = time.time()
+                self._touch_expiry()
+                if end_offset == self.info.length:
+                    # The last chunk: its commit also finishes the upload (one write less).
+                    # Every byte went through the running hash before this chunk was queued.
+                    self._mark_finished()
+                self.info_etag = self.objects.write_info(self.info, self.info_etag)
+                self.committed = end_offset
         except BaseException as exc:  # reported by run()
             if self.error is None:
                 self.error = exc
+
+    def _mark_finished(self) -> None:
+        self.info.completed = True
+        self.info.expires = None
+        if self.hasher is not None:
+            self.info.sha256 = self.hasher.hexdigest()
 
     def _touch_expiry(self) -> None:
         if self.settings.expiration:
@@ -239,7 +264,7 @@ class ChunkWriter:
         buf = self._take_buffer()
         if head_len:
             self._load_head(buf, index, head_len)
-        self._claim()
+            self._claim()
         self.lease.on_stop = self._on_stop
         if self.lease.stop_reason:  # asked before the callback was in place
             self._on_stop(self.lease.stop_reason)
@@ -309,10 +334,7 @@ class ChunkWriter:
             self._touch_expiry()
         finished = info.length is not None and info.offset == info.length and not info.completed
         if finished:
-            info.completed = True
-            info.expires = None
-            if self.hasher is not None:
-                info.sha256 = self.hasher.hexdigest()
+            self._mark_finished()
         if finished or (self.verifier is not None and received):
             self.info_etag = self.objects.write_info(info, self.info_etag)
         # A stop that cut the body short is said as such; one after its end changes nothing.
