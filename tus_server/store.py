@@ -43,6 +43,9 @@ class UploadInfo:
     # Token of the request that last claimed the upload for writing (see storage/writer.py):
     # a writer re-reads it to prove that no later writer has started.
     writer: Optional[str] = None
+    # New at every write, so that every write gets a new ETag (MinIO's ETag is the MD5 of the
+    # content: two writes of equal content would otherwise pass each other's If-Match).
+    nonce: Optional[str] = None
 
     @property
     def is_deferred(self) -> bool:
