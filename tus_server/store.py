@@ -46,6 +46,8 @@ class UploadInfo:
     # New at every write, so that every write gets a new ETag (MinIO's ETag is the MD5 of the
     # content: two writes of equal content would otherwise pass each other's If-Match).
     nonce: Optional[str] = None
+    # The protocol that created the upload: "tus-1.0" or "ietf-draft" (both serve it alike).
+    protocol: str = "tus-1.0"
 
     @property
     def is_deferred(self) -> bool:
