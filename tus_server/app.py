@@ -171,6 +171,16 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
             log.warning("storage unavailable: %s", error)
         return errors.log_and_render(mapped)
 
+    @app.after_request
+    def no_type_without_body(response):
+        # Flask gives every response `text/html`; an empty 201 or 204 has no body to describe
+        # (and tools that print it mislead), so it goes.
+        if response.status_code == 204 or (response.status_code == 201
+                                           and not response.is_streamed
+                                           and response.calculate_content_length() == 0):
+            response.headers.pop("Content-Type", None)
+        return response
+
     app.register_blueprint(tus_bp)
     app.register_blueprint(downloads_bp)
 
