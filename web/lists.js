@@ -15,6 +15,7 @@ let handlers = { resume: () => {}, retry: () => {}, message: () => {} }
 let perPage = 50
 let serverUploads = []
 let pollTimer = null
+let lastFailed = false
 const local = new Map() // Uppy file id -> {name, url, uploaded, total, samples, state, text}
 
 export function startLists (config, callbacks) {
@@ -54,6 +55,7 @@ export function refreshUploads () {
 }
 
 async function fetchOnce () {
+  lastFailed = true
   let response
   try {
     response = await fetch(new URL(`files?page=1&per_page=${perPage}`, base),
@@ -68,6 +70,7 @@ async function fetchOnce () {
     return
   }
   const data = await response.json()
+  lastFailed = false
   serverUploads = data.uploads
   $('more').hidden = !data.next
   render()
@@ -85,7 +88,7 @@ function schedulePoll () {
   pollTimer = setTimeout(() => {
     if (document.hidden) schedulePoll()
     else refreshUploads()
-  }, moving || local.size ? FAST_POLL : SLOW_POLL)
+  }, moving || lastFailed || local.size ? FAST_POLL : SLOW_POLL)
 }
 
 // ------------------------------------------------------------------ this tab's uploads
