@@ -96,7 +96,8 @@ def test_filetype_parameters_are_kept_when_valid(server, filetype, served):
 
 def test_filetype_with_parameters_passes_the_type_rule(make_server):
     server = make_server(allowed_types=("text/*",))
-    response = create(server.url, 1, metadata(filename="a.txt", filetype="text/plain; charset=utf-8"))
+    meta = metadata(filename="a.txt", filetype="text/plain; charset=utf-8")
+    response = create(server.url, 1, meta)
     assert response.status_code == 201, response.text
 
 
@@ -115,8 +116,9 @@ def _raw(port: int, request: bytes) -> bytes:
 def test_oversized_header_gets_a_plain_text_431_under_gunicorn(gunicorn_server):
     served = gunicorn_server()
     big = "x" * 20000
-    answer = _raw(served.port, (f"HEAD /files/ HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
-                                f"Upload-Metadata: filename {big}\r\n\r\n").encode())
+    answer = _raw(served.port, (
+        "HEAD /files/ HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
+        f"Upload-Metadata: filename {big}\r\n\r\n").encode())
     head_part, _, body = answer.partition(b"\r\n\r\n")
     lines = head_part.decode("latin-1").split("\r\n")
     assert lines[0].startswith("HTTP/1.1 431 ")

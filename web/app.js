@@ -42,7 +42,9 @@ function describeRestriction (cfg, file, err) {
     return `${file.name} is ${formatBytes(file.size)}, over this server's limit of ` +
       `${formatBytes(cfg.maxSize)} per file. Nothing was sent.`
   }
-  if (file && cfg.allowedTypes.length) {
+  const type = (file?.type || '').split(';')[0].trim().toLowerCase()
+  const typeAllowed = cfg.allowedTypes.some((t) => (t.endsWith('/*') ? type.startsWith(t.slice(0, -1)) : type === t))
+  if (file && cfg.allowedTypes.length && !typeAllowed) {
     return `${file.name} is of type ${file.type || 'unknown'}; this server accepts only ` +
       `${formatTypes(cfg.allowedTypes)}. Nothing was sent.`
   }
@@ -115,7 +117,7 @@ function startUppy (cfg) {
     if (file && progress.bytesTotal) localProgress(file, progress.bytesUploaded, progress.bytesTotal, urlOf(file))
   })
   uppy.on('upload-success', (file) => {
-    localState(file, 'done')
+    localState(file, 'done', null, urlOf(file))
     refreshUploads()
   })
   uppy.on('upload-error', (file, err) => {

@@ -17,6 +17,9 @@ let serverUploads = []
 let pollTimer = null
 let lastFailed = false
 const local = new Map() // Uppy file id -> {name, url, uploaded, total, samples, state, text}
+// URLs this tab just finished: kept out of the unfinished list until the server's list (which
+// may be a poll older) says they are finished, so a done upload does not flash back.
+const justFinished = new Set()
 
 export function startLists (config, callbacks) {
   cfg = config
@@ -106,6 +109,7 @@ export function localProgress (file, uploaded, total, url) {
 export function localState (file, state, text, url) {
   const entry = local.get(file.id) || { name: file.name, samples: [], uploaded: 0, total: file.size }
   Object.assign(entry, { state, text, url: url || entry.url })
+  if (state === 'done' && entry.url) justFinished.add(entry.url)
   if (state === 'done' || state === 'removed') local.delete(file.id)
   else local.set(file.id, entry)
   render()
@@ -139,7 +143,8 @@ function unfinishedItems () {
   }
   const now = Date.now()
   for (const u of serverUploads) {
-    if (u.completed || u.concat === 'partial' || localUrls.has(u.url)) continue
+    if (u.completed) justFinished.delete(u.url)
+    if (u.completed || u.concat === 'partial' || localUrls.has(u.url) || justFinished.has(u.url)) continue
     const expired = u.expires && Date.parse(u.expires) < now
     const stored = u.size == null ? `${formatBytes(u.offset)} stored, size not known yet`
       : `${percent(u.offset, u.size)}% · ${formatBytes(u.offset)} of ${formatBytes(u.size)} stored`

@@ -187,7 +187,8 @@ def test_interrupted_upload_resumes_in_a_reopened_page_without_resending(make_se
         f"Choose the same file to continue: {path.name} (12 MiB).")
     chooser.value.set_files(str(other))
     expect(row.locator(".upload-note")).to_have_text(
-        f"That is “other.bin” (1000 B), not “{path.name}” (12 MiB). Choose the same file to continue.")
+        f"That is “other.bin” (1000 B), not “{path.name}” (12 MiB). "
+        "Choose the same file to continue.")
     assert not [r for r in browser_log.requests[first_request:] if r.method in ("POST", "PATCH")]
 
     with page.expect_file_chooser() as chooser:
@@ -270,7 +271,8 @@ def test_server_refusal_is_shown_with_the_servers_own_words(gunicorn_server, pag
 
     message = page.locator("#messages .msg")
     expect(message).to_contain_text(
-        "report.pdf: too large for this server: Upload-Length 2000 is larger than Tus-Max-Size 1000",
+        "report.pdf: too large for this server: "
+        "Upload-Length 2000 is larger than Tus-Max-Size 1000",
         timeout=15_000)
     # The file's line says it failed, with the same text; a 413 is not retried.
     failed = page.locator("#unfinished li.upload-failed")

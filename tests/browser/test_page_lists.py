@@ -152,10 +152,12 @@ def test_phone_width_has_no_horizontal_scroll_with_both_lists(server, page, brow
     expect(unfinished_row(page, "unfinished.pdf")).to_have_count(1)
     row = finished_row(page, long + "finished.pdf")
     expect(row.locator("code.sha256")).to_have_text(sha256(b"f" * 100), timeout=20_000)
-    add_file(page, {"name": long + "new.pdf", "mimeType": "application/pdf", "buffer": b"%PDF" * 10})
+    add_file(page, {"name": long + "new.pdf", "mimeType": "application/pdf",
+                    "buffer": b"%PDF" * 10})
     assert page.evaluate("document.scrollingElement.scrollWidth") <= 390
     for button in ("Resume", "Delete"):
-        box = unfinished_row(page, "unfinished.pdf").get_by_role("button", name=button).bounding_box()
+        found = unfinished_row(page, "unfinished.pdf").get_by_role("button", name=button)
+        box = found.bounding_box()
         assert box["x"] >= 0 and box["x"] + box["width"] <= 390
     start_upload(page)
     expect(finished_row(page, long + "new.pdf")).to_be_visible()
