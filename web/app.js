@@ -96,8 +96,11 @@ function startUppy (cfg) {
       // A refusal will be the same next time: show it at once instead of retrying.
       if (STOP_STATUSES.includes(status)) return false
       if (status === 503) {
-        const file = uppy.getFiles().find((f) => f.progress?.uploadStarted && !f.progress?.uploadComplete)
-        if (file) localState(file, 'uploading', 'storage unavailable, retrying')
+        // The failing request names its upload; a refused creation has no upload yet.
+        const url = err.originalRequest?.getURL()
+        const file = uppy.getFiles().find((f) => f.tus?.uploadUrl && f.tus.uploadUrl === url)
+        if (file) localState(file, 'uploading', 'storage unavailable, retrying', url)
+        else showMessage('Storage unavailable, retrying…', 'info')
         return true
       }
       return next(err)

@@ -163,3 +163,42 @@ def test_phone_width_has_no_horizontal_scroll_with_both_lists(server, page, brow
     expect(finished_row(page, long + "new.pdf")).to_be_visible()
     assert page.evaluate("document.scrollingElement.scrollWidth") <= 390
     assert_clean_console(browser_log)
+
+
+def test_storage_outage_during_an_upload_says_retrying_and_recovers(make_server, page,
+                                                                    browser_log):
+    server = make_server(chunk_size=MIB)
+    data = os.urandom(3 * MIB)
+    refused = {"count": 0}
+
+    def outage_on_second_patch(route):
+        patches = len(browser_log.requests_to("PATCH", "/files/"))
+        if route.request.method == "PATCH" and patches >= 2 and refused["count"] < 2:
+            refused["count"] += 1
+            route.fulfill(status=503, body="storage unavailable, retry later\n",
+                          headers={"Retry-After": "1", "Tus-Resumable": "1.0.0"})
+            return
+        route.continue_()
+
+    open_page(page, server)
+    page.evaluate("""() => {
+      window.rowTexts = []
+      new MutationObserver(() => {
+        for (const node of document.querySelectorAll('#unfinished .upload-meta')) {
+          window.rowTexts.push(node.textContent)
+        }
+      }).observe(document.getElementById('unfinished'),
+                 { subtree: true, childList: true, characterData: true })
+    }""")
+    page.route("**/files/tus-*", outage_on_second_patch)
+    add_file(page, {"name": "outage.bin", "mimeType": "application/octet-stream",
+                    "buffer": data})
+    start_upload(page)
+    expect(finished_row(page, "outage.bin")).to_be_visible(timeout=30_000)
+    assert refused["count"] == 2
+    texts = page.evaluate("window.rowTexts")
+    assert any(text.endswith("· storage unavailable, retrying") for text in texts), texts
+    [upload] = listing(server)
+    assert upload["completed"]
+    assert upload["sha256"] in (None, sha256(data))
+    assert sha256(requests.get(upload["download_url"]).content) == sha256(data)
