@@ -183,6 +183,7 @@ function renderUnfinished (items) {
     row.querySelector('.upload-name').textContent = item.name
     row.querySelector('.upload-name').title = item.name
     const bar = row.querySelector('progress')
+    bar.setAttribute('aria-label', `Progress of ${item.name}`)
     bar.max = item.total || 1
     bar.value = item.total ? Math.min(item.done, item.total) : 0
     row.querySelector('.upload-meta').textContent = item.detail
@@ -201,7 +202,8 @@ function renderUnfinished (items) {
 function unfinishedRow (item) {
   const name = item.name
   const actions = el('div', { class: 'upload-actions' })
-  if (item.kind === 'server') {
+  // A length the server does not know yet cannot be checked against the chosen file.
+  if (item.kind === 'server' && item.total != null) {
     const resume = el('button', { type: 'button', class: 'btn btn-small', text: 'Resume', title: `Resume ${name}` })
     resume.addEventListener('click', () => handlers.resume(item.upload))
     actions.append(resume)
