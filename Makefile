@@ -25,7 +25,7 @@ export HOST PORT MINIO_ENDPOINT MINIO_ACCESS_KEY MINIO_SECRET_KEY MINIO_DATA WOR
 MINIO_BIN ?= $(or $(shell command -v minio 2>/dev/null),$(TOOLS)/minio)
 export MINIO_BIN
 
-.PHONY: setup run minio test bench clean
+.PHONY: setup run minio test chromium bench clean
 
 setup: $(VENV)/.installed $(MINIO_BIN) node_modules/.installed
 
@@ -50,8 +50,16 @@ run: setup
 minio: $(MINIO_BIN)
 	./scripts/minio.sh
 
-test: setup
+# The browser tests are part of every run: Chromium is installed first when it can be (or the
+# run stops with the command to install it), and a missing browser fails the tests, never skips.
+TUS_REQUIRE_BROWSER ?= 1
+export TUS_REQUIRE_BROWSER
+
+test: setup chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+chromium:
+	./scripts/ensure-chromium.sh
 
 # BENCH_ARGS="--scale 0.1" for a quick run.
 bench: setup

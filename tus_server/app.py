@@ -35,17 +35,34 @@ from .store import (
 WEB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "web")
 log = logging.getLogger("tus_server")
 
-# Response headers a browser client must be allowed to read, request headers it may send.
-EXPOSED_HEADERS = ["Location", "Upload-Offset", "Upload-Complete", "Upload-Limit",
-                   "Upload-Length", "Upload-Metadata", "Upload-Expires", "Upload-Defer-Length",
-                   "Upload-Concat", "Tus-Version", "Tus-Resumable", "Tus-Max-Size",
-                   "Tus-Extension", "Tus-Checksum-Algorithm", "Repr-Digest",
-                   "Content-Disposition", "Content-Range", "ETag"]
-ALLOWED_HEADERS = ["Authorization", "Content-Type", "Tus-Resumable", "Upload-Length",
-                   "Upload-Offset", "Upload-Metadata", "Upload-Defer-Length", "Upload-Concat",
-                   "Upload-Checksum", "X-HTTP-Method-Override", "X-Requested-With", "Range",
-                   "If-Range", "If-None-Match", "Upload-Draft-Interop-Version",
-                   "Upload-Complete", "Content-Digest", "Repr-Digest", "Content-Disposition"]
+# Response headers a browser client must be allowed to read: tusd's list, plus what downloads
+# and the page read (digest, ranges, validators, Retry-After on 503).
+EXPOSED_HEADERS = ["Upload-Offset", "Location", "Upload-Length", "Tus-Version", "Tus-Resumable",
+                   "Tus-Max-Size", "Tus-Extension", "Upload-Metadata", "Upload-Defer-Length",
+                   "Upload-Concat", "Upload-Expires", "Tus-Checksum-Algorithm", "Repr-Digest",
+                   "Content-Disposition", "Content-Range", "Content-Length", "Accept-Ranges",
+                   "ETag", "Last-Modified", "Retry-After",
+                   # the IETF draft's (tus_server/ietf.py)
+                   "Upload-Complete", "Upload-Limit"]
+# Request headers a cross-origin page may send: tusd's default allow list (so `addRequestId`,
+# `Authorization` and method override work as they do against tusd), plus checksums and
+# conditional range requests; TUS_CORS_ALLOW_HEADERS adds more.
+TUSD_ALLOWED_HEADERS = ["Authorization", "Origin", "X-Requested-With", "X-Request-ID",
+                        "X-HTTP-Method-Override", "Content-Type", "Upload-Length",
+                        "Upload-Offset", "Tus-Resumable", "Upload-Metadata",
+                        "Upload-Defer-Length", "Upload-Concat"]
+ALLOWED_HEADERS = TUSD_ALLOWED_HEADERS + ["Upload-Checksum", "Range", "If-Range",
+                                          "If-None-Match",
+                                          # the IETF draft's (tus_server/ietf.py)
+                                          "Upload-Draft-Interop-Version", "Upload-Complete",
+                                          "Content-Digest", "Repr-Digest", "Content-Disposition"]
+
+
+def allowed_header_patterns(extra: tuple[str, ...]) -> list[re.Pattern]:
+    """flask-cors reads header names as regexes matched at their start (`X-Request` would let
+    `X-Request-Anything` in); escaped and anchored, each name allows exactly itself."""
+    names = list(dict.fromkeys(h.lower() for h in ALLOWED_HEADERS + list(extra)))
+    return [re.compile(re.escape(name) + r"\Z", re.IGNORECASE) for name in names]
 
 
 class MethodOverride:
@@ -173,6 +190,16 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
             log.warning("storage unavailable: %s", error)
         return errors.log_and_render(mapped)
 
+    @app.after_request
+    def no_type_without_body(response):
+        # Flask gives every response `text/html`; an empty 201 or 204 has no body to describe
+        # (and tools that print it mislead), so it goes.
+        if response.status_code == 204 or (response.status_code == 201
+                                           and not response.is_streamed
+                                           and response.calculate_content_length() == 0):
+            response.headers.pop("Content-Type", None)
+        return response
+
     app.register_blueprint(tus_bp)
     app.register_blueprint(downloads_bp)
     # After every other app-level check (hosts, codings): draft requests are answered there.
@@ -180,7 +207,8 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
 
     if settings.cors_origins:
         origins = "*" if "*" in settings.cors_origins else exact_origins(settings.cors_origins)
-        CORS(app, origins=origins, expose_headers=EXPOSED_HEADERS, allow_headers=ALLOWED_HEADERS,
+        CORS(app, origins=origins, expose_headers=EXPOSED_HEADERS,
+             allow_headers=allowed_header_patterns(settings.cors_allow_headers),
              methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"], max_age=86400)
 
         if origins != "*":

@@ -61,6 +61,19 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+
+
+def _header_names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma list of header names; anything else stops the server at start rather than
+    being matched in a way nobody meant."""
+    names = _list(env, name)
+    for header in names:
+        if not _HEADER_NAME.fullmatch(header):
+            raise ConfigError(f"{name} entries must be header names, got {header!r}")
+    return names
+
+
 def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
     """TUS_CORS_ORIGINS: `*` alone, or exact origins. Refused at start when an entry is not
     `scheme://host[:port]`, because flask-cors would read `*`, `[`, `?`... as a regex and let
@@ -138,6 +151,9 @@ class Settings:
     uppy_dist: str = field(default_factory=lambda: os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         "node_modules", "uppy", "dist"))
+    # Request headers browsers may send cross-origin besides the tus ones (tusd's
+    # `-cors-allow-headers`): a page's own `X-Tenant`, tracing headers...
+    cors_allow_headers: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -175,6 +191,7 @@ class Settings:
             retry_after=_int(env, "TUS_RETRY_AFTER", defaults.retry_after, 1),
             write_buffers=_int(env, "TUS_WRITE_BUFFERS", defaults.write_buffers, 2),
             uppy_dist=env.get("TUS_UPPY_DIST", defaults.uppy_dist),
+            cors_allow_headers=_header_names(env, "TUS_CORS_ALLOW_HEADERS"),
         )
         return settings
 

@@ -19,7 +19,7 @@ from werkzeug.datastructures import ContentRange
 from . import errors
 from .protocol import load_upload
 from .store import StoredDataCorrupt, UploadInfo
-from .tus_headers import is_media_type, metadata_text
+from .tus_headers import content_type_of, metadata_text
 
 bp = Blueprint("downloads", __name__)
 log = logging.getLogger("tus_server.downloads")
@@ -48,7 +48,12 @@ def _content_disposition_options(name: str) -> dict:
 
 @bp.route("/files/<upload_id>", methods=["GET"])
 def download(upload_id: str):
-    info = load_upload(upload_id)
+    return download_response(load_upload(upload_id))
+
+
+def download_response(info: UploadInfo) -> Response:
+    """The file as GET serves it; for HEAD the same headers without reading a chunk."""
+    upload_id = info.id
     if info.concat == "partial":
         raise errors.Forbidden("a partial upload is not a file; download its final upload")
     if not info.completed:
@@ -61,8 +66,8 @@ def download(upload_id: str):
 
     response = Response(status=200, direct_passthrough=True)
     headers = response.headers
-    file_type = metadata_text(info.metadata, "filetype")
-    headers["Content-Type"] = file_type if is_media_type(file_type) else "application/octet-stream"
+    file_type = content_type_of(metadata_text(info.metadata, "filetype"))
+    headers["Content-Type"] = file_type or "application/octet-stream"
     headers.set("Content-Disposition", "attachment", **_content_disposition_options(_download_name(info)))
     headers["Accept-Ranges"] = "bytes"
     headers["X-Content-Type-Options"] = "nosniff"
@@ -103,7 +108,7 @@ def download(upload_id: str):
             response.status_code = 206
             headers["Content-Range"] = ContentRange("bytes", start, end, size).to_header()
     headers["Content-Length"] = str(end - start)
-    if end > start:
+    if end > start and request.method != "HEAD":
         response.response = _verified_stream(store, info, start, end)
     else:
         response.response = []

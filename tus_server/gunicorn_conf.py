@@ -11,7 +11,7 @@ own handler runs.
 """
 import os
 
-worker_class = "gthread"
+worker_class = "tus_server.gunicorn_worker.TusThreadWorker"
 workers = int(os.environ.get("WORKERS", "2"))
 threads = int(os.environ.get("THREADS", "128"))
 timeout = 300

@@ -45,7 +45,10 @@ def _store() -> Store:
 
 @bp.before_request
 def require_tus_version():
-    """Every tus request needs `Tus-Resumable: 1.0.0`; OPTIONS and plain GETs do not."""
+    """Every tus request needs `Tus-Resumable: 1.0.0`; OPTIONS and plain GETs do not, nor a
+    plain HEAD (`head` decides what that one gets)."""
+    if request.method == "HEAD" and "Tus-Resumable" not in request.headers:
+        return None
     if request.method in TUS_METHODS and request.headers.get("Tus-Resumable") != TUS_VERSION:
         raise errors.VersionMismatch(
             "Tus-Resumable: 1.0.0 is required" if "Tus-Resumable" not in request.headers
@@ -56,8 +59,6 @@ def require_tus_version():
 @bp.after_request
 def tus_headers(response: Response) -> Response:
     response.headers["Tus-Resumable"] = TUS_VERSION
-    if response.status_code == 204:
-        response.headers.pop("Content-Type", None)
     return response
 
 
@@ -294,6 +295,8 @@ def _concat_header(info: UploadInfo) -> Optional[str]:
 
 @bp.route("/files/<upload_id>", methods=["HEAD"], endpoint="upload")
 def head(upload_id: str):
+    if "Tus-Resumable" not in request.headers:
+        return _plain_head(upload_id)
     # A PATCH still running on this upload is asked to hand over first, so the offset
     # includes every byte it received (a resuming client must not start too early).
     info = load_upload(upload_id, settle_writer=True)
@@ -316,6 +319,19 @@ def head(upload_id: str):
     # Werkzeug would compute Content-Length 0 for HEAD; tus says it describes the upload.
     response.headers["Content-Length"] = "0"
     return response
+
+
+def _plain_head(upload_id: str) -> Response:
+    """HEAD without `Tus-Resumable` (curl -I, wget --spider, link checkers) asks about the
+    download, so a finished file gets GET's headers (Content-Length of the file, Content-Type,
+    ETag, Accept-Ranges). Anything else is not a file yet: it stays the tus answer, 412."""
+    from .downloads import download_response  # downloads imports this module
+
+    info = load_upload(upload_id)
+    if not info.completed or info.concat == "partial":
+        raise errors.VersionMismatch("Tus-Resumable: 1.0.0 is required (a HEAD without it "
+                                     "describes a finished file, and this upload is not one)")
+    return download_response(info)
 
 
 @bp.route("/files/<upload_id>", methods=["PATCH"])

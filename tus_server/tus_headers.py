@@ -76,16 +76,44 @@ def metadata_text(metadata: dict[str, Optional[str]], key: str) -> Optional[str]
 
 
 def is_media_type(value: Optional[str]) -> bool:
-    return bool(value) and bool(_MEDIA_TYPE.match(value))
+    return bool(value) and bool(_MEDIA_TYPE.fullmatch(value))
+
+
+_PARAM_TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_QUOTED = re.compile(r'^"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"$')
+
+
+def content_type_of(file_type: Optional[str]) -> Optional[str]:
+    """A client's `filetype` as a Content-Type to serve, or None when its media type is invalid.
+
+    Parameters such as `charset=utf-8` decide how a text file is shown, so the valid ones are
+    kept (token names, token or quoted-string values); a malformed parameter is dropped rather
+    than echoed into a response header.
+    """
+    if not file_type:
+        return None
+    essence, *params = file_type.split(";")
+    essence = essence.strip()
+    if not is_media_type(essence):
+        return None
+    kept = []
+    for param in params:
+        name, sep, value = param.strip().partition("=")
+        name, value = name.strip(), value.strip()
+        if sep and _PARAM_TOKEN.fullmatch(name) and (_PARAM_TOKEN.fullmatch(value)
+                                                     or _QUOTED.fullmatch(value)):
+            kept.append(f"{name.lower()}={value}")
+    return "; ".join([essence] + kept)
 
 
 def type_allowed(file_type: Optional[str], allowed: tuple[str, ...]) -> bool:
     """`image/*,application/pdf` style matching; an empty list allows everything."""
     if not allowed:
         return True
-    if not is_media_type(file_type):
+    served = content_type_of(file_type)  # `text/plain; charset=utf-8` is a text/plain file
+    if served is None:
         return False
-    file_type = file_type.lower()
+    file_type = served.split(";")[0].lower()
     for rule in allowed:
         rule = rule.lower()
         if rule.endswith("/*") and file_type.startswith(rule[:-1]):

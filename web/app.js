@@ -1,60 +1,12 @@
-// The tus-minio page: Uppy's Dashboard + Tus plugin, configured from GET /config, and the list
-// of finished uploads from GET /files. Every piece of server or user text is put in the page
-// with textContent, never as HTML.
-import { Dashboard, GoldenRetriever, Tus, Uppy } from '../vendor/uppy/uppy.min.mjs'
+// The tus-minio page: Uppy's Dashboard to pick files and its Tus plugin to send them, configured
+// from GET /config; the lists of unfinished and finished uploads are in lists.js. Every piece of
+// server or user text is put in the page with textContent, never as HTML.
+import { Dashboard, Tus, Uppy } from '../vendor/uppy/uppy.min.mjs'
+import { describeStatus, el, formatBytes, formatPeriod, formatTypes } from './format.js'
+import { localProgress, localState, refreshUploads, setNote, startLists } from './lists.js'
 
 const base = document.baseURI
 const $ = (id) => document.getElementById(id)
-
-// ------------------------------------------------------------------ formatting
-const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
-
-export function formatBytes (bytes) {
-  if (bytes == null || !Number.isFinite(bytes)) return '?'
-  let value = bytes
-  let unit = 0
-  while (value >= 1024 && unit < UNITS.length - 1) {
-    value /= 1024
-    unit += 1
-  }
-  if (unit === 0) return `${bytes} B`
-  const text = value < 10 ? value.toFixed(1) : value.toFixed(0)
-  return `${text.replace(/\.0$/, '')} ${UNITS[unit]}`
-}
-
-function formatDuration (seconds) {
-  if (!Number.isFinite(seconds) || seconds < 0) return ''
-  if (seconds < 1) return 'less than a second'
-  const s = Math.round(seconds)
-  if (s < 60) return `${s} s`
-  const m = Math.floor(s / 60)
-  if (m < 60) return `${m} min ${s % 60} s`
-  return `${Math.floor(m / 60)} h ${m % 60} min`
-}
-
-function formatPeriod (seconds) {
-  const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`
-  if (seconds % 86400 === 0) return plural(seconds / 86400, 'day')
-  if (seconds % 3600 === 0) return plural(seconds / 3600, 'hour')
-  if (seconds % 60 === 0) return plural(seconds / 60, 'minute')
-  return plural(seconds, 'second')
-}
-
-function formatTypes (types) {
-  return types.map((t) => (t.endsWith('/*') ? `${t.slice(0, -2)} files` : t)).join(', ')
-}
-
-function el (tag, props = {}, ...children) {
-  const node = document.createElement(tag)
-  for (const [key, value] of Object.entries(props)) {
-    if (key === 'text') node.textContent = value
-    else if (key === 'class') node.className = value
-    else if (key.startsWith('data-')) node.setAttribute(key, value)
-    else node[key] = value
-  }
-  for (const child of children) if (child != null) node.append(child)
-  return node
-}
 
 // ------------------------------------------------------------------ messages
 const MAX_MESSAGES = 6
@@ -68,159 +20,7 @@ function showMessage (text, kind = 'error') {
   while (list.children.length > MAX_MESSAGES) list.lastElementChild.remove()
 }
 
-// The server's own words (its error bodies are short plain text), else a generic reason.
-function serverText (err) {
-  const response = err?.originalResponse
-  if (!response) return null
-  const status = response.getStatus()
-  const body = (response.getBody() || '').trim()
-  if (!status) return null
-  return body ? `the server refused it (${status}): ${body}` : `the server answered ${status}`
-}
-
-// ------------------------------------------------------------------ finished uploads
-let nextPage = null
-
-async function fetchUploads (url) {
-  const response = await fetch(url, { headers: { Accept: 'application/json' }, cache: 'no-store' })
-  if (!response.ok) throw new Error(`GET /files answered ${response.status}`)
-  return response.json()
-}
-
-function safeHref (url) {
-  try {
-    const parsed = new URL(url, base)
-    return parsed.protocol === 'http:' || parsed.protocol === 'https:' ? parsed.href : null
-  } catch {
-    return null
-  }
-}
-
-function uploadRow (upload) {
-  const name = upload.filename || upload.id
-  const created = upload.created ? new Date(upload.created) : null
-  const time = el('time', {
-    text: created ? created.toLocaleString() : '',
-    dateTime: upload.created || '',
-  })
-  const href = safeHref(upload.download_url)
-  const link = el('a', { class: 'btn btn-small', text: 'Download', title: `Download ${name}` })
-  if (href) {
-    link.href = href
-    link.setAttribute('download', '')
-  }
-  const remove = el('button', { type: 'button', class: 'btn btn-small btn-danger', text: 'Delete', title: `Delete ${name}` })
-  remove.addEventListener('click', () => deleteUpload(upload, remove))
-
-  return el('li', { class: 'upload', 'data-id': upload.id },
-    el('div', { class: 'upload-main' },
-      el('span', { class: 'upload-name', text: name, title: name }),
-      el('span', { class: 'upload-meta' },
-        el('span', { class: 'upload-size', text: formatBytes(upload.size) }),
-        ' · ',
-        time)),
-    el('div', { class: 'upload-actions' }, link, remove))
-}
-
-function renderUploads (data, append) {
-  const list = $('finished')
-  if (!append) list.replaceChildren()
-  const done = data.uploads.filter((u) => u.completed && u.download_url)
-  for (const upload of done) list.append(uploadRow(upload))
-  nextPage = data.next
-  $('more').hidden = !nextPage
-  const shown = list.children.length
-  $('finished-status').textContent = shown === 0
-    ? 'No finished uploads yet.'
-    : `${shown} finished upload${shown === 1 ? '' : 's'}${nextPage ? ' (more on the next page)' : ''}.`
-}
-
-let refreshing = null
-let refreshAgain = false
-
-export function refreshUploads () {
-  // One request at a time; a call during a request asks for one more pass after it, so an
-  // upload that finished meanwhile is never missed.
-  if (refreshing) {
-    refreshAgain = true
-    return refreshing
-  }
-  refreshing = (async () => {
-    do {
-      refreshAgain = false
-      try {
-        renderUploads(await fetchUploads(new URL('files?page=1&per_page=50', base)), false)
-      } catch (err) {
-        $('finished-status').textContent = `Could not load the list: ${err.message}`
-      }
-    } while (refreshAgain)
-    refreshing = null
-  })()
-  return refreshing
-}
-
-async function deleteUpload (upload, button) {
-  const name = upload.filename || upload.id
-  if (!window.confirm(`Delete “${name}” from the server?`)) return
-  button.disabled = true
-  try {
-    const response = await fetch(upload.url, { method: 'DELETE', headers: { 'Tus-Resumable': '1.0.0' } })
-    if (response.status !== 204 && response.status !== 404 && response.status !== 410) {
-      const body = (await response.text()).trim()
-      throw new Error(`the server answered ${response.status}${body ? `: ${body}` : ''}`)
-    }
-  } catch (err) {
-    showMessage(`Could not delete ${name}: ${err.message}`)
-    button.disabled = false
-    return
-  }
-  await refreshUploads()
-}
-
-// ------------------------------------------------------------------ per-file transfer line
-const transfers = new Map() // file id -> {row, samples}
-
-function transferRow (file) {
-  let entry = transfers.get(file.id)
-  if (!entry) {
-    const bar = el('progress', { max: 100, value: 0 })
-    const detail = el('span', { class: 'transfer-detail' })
-    const row = el('li', { class: 'transfer', 'data-file': file.id },
-      el('span', { class: 'transfer-name', text: file.name, title: file.name }), bar, detail)
-    entry = { row, bar, detail, samples: [] }
-    transfers.set(file.id, entry)
-    $('transfers').append(row)
-    $('transfers').hidden = false
-  }
-  return entry
-}
-
-function onProgress (file, progress) {
-  const { bytesUploaded, bytesTotal } = progress
-  if (!file || !bytesTotal) return
-  const entry = transferRow(file)
-  const now = performance.now()
-  entry.samples.push([now, bytesUploaded])
-  // Speed over the last five seconds, so a stall or a retry shows quickly.
-  while (entry.samples.length > 2 && now - entry.samples[0][0] > 5000) entry.samples.shift()
-  const [t0, b0] = entry.samples[0]
-  const speed = now > t0 ? ((bytesUploaded - b0) * 1000) / (now - t0) : 0
-  const percent = Math.floor((bytesUploaded / bytesTotal) * 100)
-  entry.bar.value = percent
-  const left = speed > 0 ? formatDuration((bytesTotal - bytesUploaded) / speed) : ''
-  entry.detail.textContent = `${percent}% · ${formatBytes(bytesUploaded)} of ${formatBytes(bytesTotal)}` +
-    (speed > 0 ? ` · ${formatBytes(speed)}/s` : '') + (left ? ` · ${left} left` : '')
-}
-
-function finishTransfer (file, text, kind) {
-  const entry = transfers.get(file.id)
-  if (!entry) return
-  entry.row.classList.add(`transfer-${kind}`)
-  entry.bar.value = kind === 'done' ? 100 : entry.bar.value
-  entry.detail.textContent = text
-}
-
-// ------------------------------------------------------------------ start
+// ------------------------------------------------------------------ limits
 async function loadConfig () {
   const response = await fetch(new URL('config', base), { cache: 'no-store' })
   if (!response.ok) throw new Error(`GET /config answered ${response.status}`)
@@ -236,6 +36,24 @@ function describeLimits (cfg) {
   return `${parts.join(' · ')}.`
 }
 
+// Which limit a file broke, in the page's units, before anything is sent.
+function describeRestriction (cfg, file, err) {
+  if (file && cfg.maxSize && file.size > cfg.maxSize) {
+    return `${file.name} is ${formatBytes(file.size)}, over this server's limit of ` +
+      `${formatBytes(cfg.maxSize)} per file. Nothing was sent.`
+  }
+  const type = (file?.type || '').split(';')[0].trim().toLowerCase()
+  const typeAllowed = cfg.allowedTypes.some((t) => (t.endsWith('/*') ? type.startsWith(t.slice(0, -1)) : type === t))
+  if (file && cfg.allowedTypes.length && !typeAllowed) {
+    return `${file.name} is of type ${file.type || 'unknown'}; this server accepts only ` +
+      `${formatTypes(cfg.allowedTypes)}. Nothing was sent.`
+  }
+  return `${file ? `${file.name}: ` : ''}${err.message.replace(/\.?$/, '.')} Nothing was sent.`
+}
+
+// ------------------------------------------------------------------ the uploader
+const STOP_STATUSES = [400, 403, 404, 409, 410, 413, 415]
+
 function startUppy (cfg) {
   const endpoint = new URL(cfg.endpoint, base).href
   const uppy = new Uppy({
@@ -246,88 +64,171 @@ function startUppy (cfg) {
       allowedFileTypes: cfg.allowedTypes.length ? cfg.allowedTypes : null,
     },
   })
+  // The Dashboard picks files; progress is shown once, in the unfinished list (lists.js), in
+  // the page's units, so its own status bar is off.
   uppy.use(Dashboard, {
     target: '#uploader',
     inline: true,
     width: '100%',
-    height: 380,
+    height: 320,
     theme: 'light',
     proudlyDisplayPoweredByUppy: false,
-    hideProgressDetails: false,
+    disableStatusBar: true,
     showRemoveButtonAfterComplete: true,
   })
   uppy.use(Tus, {
     endpoint,
     chunkSize: cfg.chunkSize,
-    retryDelays: [0, 1000, 3000, 5000],
+    // Storage outages (503) are retried for about a minute and a half.
+    retryDelays: [0, 1000, 3000, 5000, 10000, 10000, 20000, 30000],
     storeFingerprintForResuming: true,
     removeFingerprintOnSuccess: true,
     limit: 3,
     allowedMetaFields: ['name', 'type'],
+    async onBeforeRequest (req, file) {
+      // A resumed upload continues at the server's offset or not at all: never a new upload.
+      if (file?.meta?.resumeOf && req.getMethod() === 'POST') {
+        throw new Error('the upload is no longer on the server (it may have expired); add the file again to start over')
+      }
+    },
     onShouldRetry (err, attempt, options, next) {
       const status = err?.originalResponse?.getStatus()
       // A refusal will be the same next time: show it at once instead of retrying.
-      if ([400, 403, 413, 415].includes(status)) return false
+      if (STOP_STATUSES.includes(status)) return false
+      if (status === 503) {
+        // The failing request names its upload; a refused creation has no upload yet.
+        const url = err.originalRequest?.getURL()
+        const file = uppy.getFiles().find((f) => f.tus?.uploadUrl && f.tus.uploadUrl === url)
+        if (file) localState(file, 'uploading', 'storage unavailable, retrying', url)
+        else showMessage('Storage unavailable, retrying…', 'info')
+        return true
+      }
       return next(err)
     },
     onError (err) {
-      const text = serverText(err)
-      if (text) err.message = text
-      else if (!err?.originalResponse?.getStatus()) {
+      const response = err?.originalResponse
+      const status = response?.getStatus()
+      if (status) err.message = describeStatus(status, response.getBody(), cfg)
+      else if (!/no longer on the server/.test(err.message)) {
         err.message = 'the connection to the server was lost; press Retry to continue where it stopped'
       }
     },
   })
-  // Files (up to Uppy's IndexedDB limit) and upload state survive a closed tab or a crash.
-  uppy.use(GoldenRetriever, { serviceWorker: false })
 
-  uppy.on('upload-progress', onProgress)
+  const urlOf = (file) => uppy.getFile(file.id)?.tus?.uploadUrl || file.meta?.resumeOf
+  uppy.on('upload-progress', (file, progress) => {
+    if (file && progress.bytesTotal) localProgress(file, progress.bytesUploaded, progress.bytesTotal, urlOf(file))
+  })
   uppy.on('upload-success', (file) => {
-    finishTransfer(file, `Finished · ${formatBytes(file.size)}`, 'done')
+    localState(file, 'done', null, urlOf(file))
     refreshUploads()
   })
   uppy.on('upload-error', (file, err) => {
     const reason = err?.message || 'unknown error'
-    if (file) finishTransfer(file, `Failed: ${reason}`, 'failed')
+    if (file) localState(file, 'failed', `Failed: ${reason}`, urlOf(file))
     showMessage(`${file ? file.name : 'Upload'}: ${reason}`)
   })
-  uppy.on('restriction-failed', (file, err) => {
-    const reason = err.message.replace(/\.?$/, '.')
-    showMessage(`${file ? `${file.name}: ` : ''}${reason} Nothing was sent.`)
-  })
+  uppy.on('restriction-failed', (file, err) => showMessage(describeRestriction(cfg, file, err)))
   uppy.on('file-removed', (file) => {
-    const entry = transfers.get(file.id)
-    if (entry) {
-      entry.row.remove()
-      transfers.delete(file.id)
-      $('transfers').hidden = transfers.size === 0
-    }
+    localState(file, 'removed')
+    refreshUploads()
   })
+  for (const event of ['files-added', 'file-removed', 'upload', 'complete', 'upload-error', 'upload-success']) {
+    uppy.on(event, () => updateStartButton(uppy))
+  }
   uppy.on('complete', () => refreshUploads())
+  $('start').addEventListener('click', () => startUpload(uppy))
+  updateStartButton(uppy)
   return uppy
 }
 
-async function main () {
-  $('refresh').addEventListener('click', () => refreshUploads())
-  $('more').addEventListener('click', async () => {
-    if (!nextPage) return
-    try {
-      renderUploads(await fetchUploads(nextPage), true)
-    } catch (err) {
-      $('finished-status').textContent = `Could not load more: ${err.message}`
+function pendingFiles (uppy) {
+  return uppy.getFiles().filter((f) => !f.progress?.uploadComplete && (!f.progress?.uploadStarted || f.error))
+}
+
+function updateStartButton (uppy) {
+  const pending = pendingFiles(uppy)
+  const button = $('start')
+  button.disabled = pending.length === 0
+  const failed = pending.filter((f) => f.error).length
+  button.textContent = failed && failed === pending.length ? 'Retry'
+    : `Upload${pending.length > 1 ? ` ${pending.length} files` : ''}`
+}
+
+function startUpload (uppy) {
+  if (uppy.getFiles().some((f) => f.error)) uppy.retryAll()
+  uppy.upload().catch(() => {}) // failures arrive as upload-error events
+  updateStartButton(uppy)
+}
+
+// ------------------------------------------------------------------ resume after a closed tab
+// The browser cannot reopen a file by itself: the user picks it again, and it must be the same
+// file (name and size) before a byte is sent; the upload then continues at the server's offset.
+function resumeWith (uppy, cfg) {
+  const input = el('input', { type: 'file', hidden: true, id: 'resume-input' })
+  document.body.append(input)
+  let target = null
+  input.addEventListener('change', async () => {
+    const file = input.files[0]
+    input.value = ''
+    if (!file || !target) return
+    const upload = target
+    const wanted = `“${upload.filename}” (${formatBytes(upload.size)})`
+    if (file.name !== upload.filename || file.size !== upload.size) {
+      setNote(upload.url, `That is “${file.name}” (${formatBytes(file.size)}), not ${wanted}. ` +
+        'Choose the same file to continue.', 'error')
+      return
     }
+    const head = await fetch(upload.url, { method: 'HEAD', headers: { 'Tus-Resumable': '1.0.0' }, cache: 'no-store' })
+      .catch(() => null)
+    if (!head || !head.ok) {
+      setNote(upload.url, head ? describeStatus(head.status, '', cfg) : 'the server is not reachable; try again', 'error')
+      if (head) refreshUploads()
+      return
+    }
+    setNote(upload.url, `Continuing from ${formatBytes(Number(head.headers.get('Upload-Offset')))}…`)
+    let id
+    try {
+      id = uppy.addFile({ name: file.name, type: file.type, data: file, source: 'resume',
+        meta: { resumeOf: upload.url } })
+    } catch (err) {
+      setNote(upload.url, `Could not add the file: ${err.message}`, 'error')
+      return
+    }
+    uppy.setFileState(id, { tus: { uploadUrl: upload.url } })
+    localProgress(uppy.getFile(id), Number(head.headers.get('Upload-Offset')), file.size, upload.url)
+    setNote(upload.url, null)
+    startUpload(uppy)
   })
-  refreshUploads()
+  return (upload) => {
+    target = upload
+    setNote(upload.url, `Choose the same file to continue: ${upload.filename || upload.id} ` +
+      `(${formatBytes(upload.size)}).`)
+    input.click()
+  }
+}
+
+// ------------------------------------------------------------------ start
+async function main () {
   let cfg
   try {
     cfg = await loadConfig()
   } catch (err) {
     $('limits').textContent = `The upload server is not reachable (${err.message}). Reload to try again.`
+    startLists(null, { message: showMessage })
     document.body.dataset.ready = 'error'
     return
   }
   $('limits').textContent = describeLimits(cfg)
-  window.tusMinio = { config: cfg, uppy: startUppy(cfg), refreshUploads }
+  const uppy = startUppy(cfg)
+  await startLists(cfg, {
+    message: showMessage,
+    resume: resumeWith(uppy, cfg),
+    retry: (fileId) => {
+      uppy.retryUpload(fileId).catch(() => {})
+    },
+  })
+  window.tusMinio = { config: cfg, uppy, refreshUploads }
   document.body.dataset.ready = 'true'
 }
 

@@ -1,8 +1,9 @@
 """Playwright fixtures: Debian's Chromium (never a downloaded one), a fresh context per test, and
 on failure a screenshot of every open page plus the console log under the test's tmp_path.
 
-Without /usr/bin/chromium the browser tests are skipped, unless TUS_REQUIRE_BROWSER=1 (CI),
-which turns the missing browser into a failure.
+Without /usr/bin/chromium the browser tests are skipped, unless TUS_REQUIRE_BROWSER=1, which
+turns the missing browser into a failure. `make test` and CI set it (and `make test` installs
+Chromium first when it can: scripts/ensure-chromium.sh), so only a bare `pytest` may skip.
 """
 from __future__ import annotations
 

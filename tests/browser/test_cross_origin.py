@@ -23,7 +23,9 @@ PAGE = """<!doctype html>
 <input type="file" id="file">
 <script src="/tus.min.js"></script>
 <script>
-const endpoint = new URLSearchParams(location.search).get('endpoint')
+const params = new URLSearchParams(location.search)
+const endpoint = params.get('endpoint')
+const extra = params.get('header')  // "Name: value", sent on every tus request
 window.result = null
 document.getElementById('file').addEventListener('change', (event) => {
   const file = event.target.files[0]
@@ -31,6 +33,8 @@ document.getElementById('file').addEventListener('change', (event) => {
     endpoint,
     chunkSize: 1048576,
     retryDelays: null,
+    addRequestId: params.get('requestId') === '1',
+    headers: extra ? { [extra.split(':')[0]]: extra.split(':').slice(1).join(':').trim() } : {},
     metadata: { filename: file.name, filetype: file.type },
     async onSuccess () {
       const head = await fetch(upload.url, { method: 'HEAD', headers: { 'Tus-Resumable': '1.0.0' } })
@@ -65,8 +69,8 @@ def other_origin():
     served.stop()
 
 
-def upload_from(page, origin: str, endpoint: str, payload: dict) -> dict:
-    page.goto(f"{origin}/?endpoint={endpoint}")
+def upload_from(page, origin: str, endpoint: str, payload: dict, query: str = "") -> dict:
+    page.goto(f"{origin}/?endpoint={endpoint}{query}")
     page.set_input_files("#file", payload)
     page.wait_for_function("window.result !== null", timeout=30_000)
     return page.evaluate("window.result")
@@ -105,4 +109,39 @@ def test_page_on_an_origin_not_allowed_is_stopped_before_anything_is_created(
     assert not result["ok"]
     assert not result["status"], result  # the browser hid whatever came back
     assert any("CORS policy" in line for line in browser_log.console), browser_log.console
+    assert requests.get(server.url + "/files").json()["total"] == 0
+
+
+def test_cross_origin_upload_with_request_id_and_a_configured_header(make_server, other_origin,
+                                                                     page, browser_log):
+    """tus-js-client's `addRequestId` (X-Request-ID, on tusd's list) and a page's own header
+    (allowed by TUS_CORS_ALLOW_HEADERS) pass the preflight, and the upload completes."""
+    server = make_server(cors_origins=(other_origin,), cors_allow_headers=("X-Tenant",))
+    data = os.urandom(MIB + 17)
+    result = upload_from(page, other_origin, server.files_url(),
+                         {"name": "with-headers.bin", "mimeType": "application/octet-stream",
+                          "buffer": data}, "&requestId=1&header=X-Tenant:%20blue")
+    assert result["ok"], (result, browser_log.console)
+    assert sha256(requests.get(result["url"]).content) == sha256(data)
+    patches = browser_log.requests_to("PATCH", server.url)
+    assert len(patches) == 2
+    for request in patches:
+        headers = request.headers
+        assert headers.get("x-tenant") == "blue"
+        assert headers.get("x-request-id")
+    preflights = browser_log.requests_to("OPTIONS", server.url)
+    assert not [line for line in browser_log.console if "CORS policy" in line]
+    assert preflights or patches  # Chromium does not always report preflights as requests
+
+
+def test_a_header_nobody_allowed_is_blocked_at_the_preflight(make_server, other_origin, page,
+                                                             browser_log):
+    server = make_server(cors_origins=(other_origin,))
+    result = upload_from(page, other_origin, server.files_url(),
+                         {"name": "blocked-header.bin", "mimeType": "application/octet-stream",
+                          "buffer": b"z" * 100}, "&header=X-Tenant:%20blue")
+    assert not result["ok"]
+    assert not result["status"], result
+    assert any("CORS policy" in line and "x-tenant" in line.lower()
+               for line in browser_log.console), browser_log.console
     assert requests.get(server.url + "/files").json()["total"] == 0

@@ -20,7 +20,7 @@ from ..helpers import MIB, TUS, sha256
 pytestmark = pytest.mark.browser
 
 FILE_INPUT = "#uploader input.uppy-Dashboard-input[name='files[]']"
-UPLOAD_BUTTON = "#uploader .uppy-StatusBar-actionBtn--upload"
+UPLOAD_BUTTON = "#start"
 
 
 def open_page(page, server) -> None:
@@ -67,7 +67,7 @@ def assert_only_own_origin(browser_log, server) -> None:
 
 
 def assert_no_horizontal_scroll(page) -> None:
-    widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    widths = page.evaluate("[document.scrollingElement.scrollWidth, document.documentElement.clientWidth]")
     assert widths[0] <= widths[1], f"horizontal scroll: content {widths[0]}px in {widths[1]}px"
 
 
@@ -79,14 +79,14 @@ def assert_clean_console(browser_log) -> None:
 
 
 def record_transfer_lines(page) -> None:
-    """Keep every text the per-file transfer lines showed (they change many times a second)."""
+    """Keep every text the unfinished list showed (it changes many times a second)."""
     page.evaluate("""() => {
       window.transferLines = []
       new MutationObserver(() => {
-        for (const node of document.querySelectorAll('#transfers .transfer-detail')) {
+        for (const node of document.querySelectorAll('#unfinished .upload-meta')) {
           window.transferLines.push(node.textContent)
         }
-      }).observe(document.getElementById('transfers'),
+      }).observe(document.getElementById('unfinished'),
                  { subtree: true, childList: true, characterData: true })
     }""")
 
@@ -104,8 +104,7 @@ def test_30_mib_file_uploaded_through_the_page_arrives_intact(server, page, brow
 
     row = finished_row(page, path.name)
     expect(row).to_be_visible(timeout=120_000)
-    expect(page.locator("#uploader .uppy-StatusBar")).to_contain_text("Complete")
-    expect(page.locator("#transfers .transfer")).to_contain_text("Finished · 30 MiB")
+    expect(page.locator("#unfinished li")).to_have_count(0)
     # While it ran, the file's line showed progress, speed and time left.
     lines = page.evaluate("window.transferLines")
     assert any(re.fullmatch(r"\d+% · [\d.]+ (B|KiB|MiB) of 30 MiB · [\d.]+ (KiB|MiB|GiB)/s · .+ left",
@@ -118,6 +117,7 @@ def test_30_mib_file_uploaded_through_the_page_arrives_intact(server, page, brow
 
     # The list under the uploader: name, human size, date, a working download link.
     expect(row.locator(".upload-size")).to_have_text("30 MiB")
+    expect(row.locator("code.sha256")).to_have_text(sha256(data), timeout=20_000)
     assert row.locator("time").get_attribute("datetime") == upload["created"]
     assert row.locator("time").inner_text().strip()
     href = row.get_by_role("link", name="Download").get_attribute("href")
@@ -169,17 +169,33 @@ def test_interrupted_upload_resumes_in_a_reopened_page_without_resending(make_se
     stored = int(head.headers["Upload-Offset"])
     assert stored == 4 * MIB
 
-    # Second attempt: the page opened again, the same file picked again.
+    # Second attempt: the page opened again. The unfinished list shows the upload with the
+    # server's progress; Resume asks plainly for the same file.
     first_request = len(browser_log.requests)
     open_page(page, server)
-    # GoldenRetriever kept the file's state (not its 12 MiB of bytes): the user re-selects it.
-    expect(page.locator("#uploader")).to_contain_text("Session restored")
-    page.locator("#uploader").get_by_role("button", name="Re-select").click()
+    row = page.locator("#unfinished li").filter(has_text=path.name)
+    expect(row).to_have_count(1)
+    expect(row.locator(".upload-meta")).to_contain_text("33% · 4 MiB of 12 MiB stored")
+    assert row.locator("progress").evaluate("p => [p.value, p.max]") == [stored, size]
+
+    # The wrong file is refused before anything is sent.
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"o" * 1000)
     with page.expect_file_chooser() as chooser:
-        page.locator("#uploader .uppy-Dashboard-browse").first.click()
+        row.get_by_role("button", name="Resume").click()
+    expect(row.locator(".upload-note")).to_have_text(
+        f"Choose the same file to continue: {path.name} (12 MiB).")
+    chooser.value.set_files(str(other))
+    expect(row.locator(".upload-note")).to_have_text(
+        f"That is “other.bin” (1000 B), not “{path.name}” (12 MiB). "
+        "Choose the same file to continue.")
+    assert not [r for r in browser_log.requests[first_request:] if r.method in ("POST", "PATCH")]
+
+    with page.expect_file_chooser() as chooser:
+        row.get_by_role("button", name="Resume").click()
     chooser.value.set_files(str(path))
-    start_upload(page)
     expect(finished_row(page, path.name)).to_be_visible(timeout=60_000)
+    expect(page.locator("#unfinished li")).to_have_count(0)
 
     second = browser_log.requests[first_request:]
     assert not [r for r in second if r.method == "POST"], "the page started a new upload"
@@ -208,9 +224,9 @@ def test_file_over_the_size_limit_is_refused_in_the_page_before_sending(make_ser
 
     message = page.locator("#messages .msg")
     expect(message).to_have_count(1)
-    expect(message).to_contain_text("too-big.bin exceeds maximum allowed size of")
-    expect(message).to_contain_text("Nothing was sent.")
-    expect(page.locator(UPLOAD_BUTTON)).to_have_count(0)
+    expect(page.locator("#messages .msg-text")).to_have_text(
+        "too-big.bin is 2 KiB, over this server's limit of 1000 B per file. Nothing was sent.")
+    expect(page.locator(UPLOAD_BUTTON)).to_be_disabled()
     page.wait_for_timeout(300)  # a request would be on its way by now
     assert browser_log.requests_to("POST", "/files") == []
     assert browser_log.requests_to("PATCH", "/files") == []
@@ -227,8 +243,9 @@ def test_file_of_a_refused_type_is_refused_in_the_page_before_sending(make_serve
 
     message = page.locator("#messages .msg")
     expect(message).to_have_count(1)
-    expect(message).to_contain_text("You can only upload: image/*")
-    expect(page.locator(UPLOAD_BUTTON)).to_have_count(0)
+    expect(page.locator("#messages .msg-text")).to_have_text(
+        "notes.txt is of type text/plain; this server accepts only image files. Nothing was sent.")
+    expect(page.locator(UPLOAD_BUTTON)).to_be_disabled()
     page.wait_for_timeout(300)
     assert browser_log.requests_to("POST", "/files") == []
     assert listing(server) == []
@@ -243,7 +260,7 @@ def test_file_of_a_refused_type_is_refused_in_the_page_before_sending(make_serve
 def test_server_refusal_is_shown_with_the_servers_own_words(gunicorn_server, page, browser_log):
     # The page read /config while the server had no size limit; then the operator restarted
     # it with TUS_MAX_SIZE=1000. The page cannot know: only the server can refuse.
-    first = gunicorn_server(max_size=0)
+    first = gunicorn_server(max_size=0)  # 0: no limit (the default is 1 TiB)
     open_page(page, first)
     expect(page.locator("#limits")).to_contain_text("Files of any size")
     first.kill()
@@ -254,11 +271,12 @@ def test_server_refusal_is_shown_with_the_servers_own_words(gunicorn_server, pag
 
     message = page.locator("#messages .msg")
     expect(message).to_contain_text(
-        "report.pdf: the server refused it (413): Upload-Length 2000 is larger than Tus-Max-Size 1000",
+        "report.pdf: too large for this server: "
+        "Upload-Length 2000 is larger than Tus-Max-Size 1000",
         timeout=15_000)
-    # The Dashboard marks the file failed with the same text; a 413 is not retried.
-    expect(page.locator("#uploader .uppy-StatusBar")).to_contain_text("Upload failed")
-    expect(page.locator("#transfers")).to_be_hidden()
+    # The file's line says it failed, with the same text; a 413 is not retried.
+    failed = page.locator("#unfinished li.upload-failed")
+    expect(failed).to_contain_text("Failed: too large for this server")
     assert len(browser_log.requests_to("POST", "/files/")) == 1
     assert listing(server) == []
 
@@ -298,14 +316,14 @@ def test_hostile_filename_is_shown_as_text_not_markup(make_server, page, browser
     add_file(page, {"name": "<img src=x onerror=alert(2)>.html", "mimeType": "text/html",
                     "buffer": b"<p>hi</p>"})
     expect(page.locator("#messages .msg-text")).to_have_text(
-        "<img src=x onerror=alert(2)>.html: You can only upload: text/plain. Nothing was sent.")
-    # ...and in the transfer line and the list of finished uploads.
+        "<img src=x onerror=alert(2)>.html is of type text/html; this server accepts only "
+        "text/plain. Nothing was sent.")
+    # ...and in the list of finished uploads.
     add_file(page, {"name": name, "mimeType": "text/plain", "buffer": b"hello"})
     start_upload(page)
     row = finished_row(page, name)
     expect(row).to_be_visible()
     expect(row.locator(".upload-name")).to_have_text(name)
-    expect(page.locator("#transfers .transfer-name")).to_have_text(name)
 
     assert page.evaluate("document.querySelectorAll('img[src=\"x\"], [onerror]').length") == 0
     assert browser_log.dialogs == []
