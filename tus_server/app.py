@@ -13,6 +13,7 @@ from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import errors, ietf
+from .body import drain_unread
 from .checksums import ALGORITHMS
 from .config import Settings
 from .downloads import bp as downloads_bp
@@ -189,6 +190,15 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
             mapped.headers["Retry-After"] = str(settings.retry_after)
             log.warning("storage unavailable: %s", error)
         return errors.log_and_render(mapped)
+
+    @app.after_request
+    def drain_refused_body(response):
+        # A PATCH or POST answered without reading its body: read it after the answer.
+        if request.method in ("PATCH", "POST") and response.status_code >= 400 \
+                and (request.content_length or request.headers.get("Transfer-Encoding")):
+            environ, length = request.environ, request.content_length
+            response.call_on_close(lambda: drain_unread(environ, length))
+        return response
 
     @app.after_request
     def no_type_without_body(response):

@@ -36,6 +36,9 @@ STOP_GRACE = 0.5
 # Seconds `has_more` waits for a chunked body's next bytes or its end.
 END_PROBE = 1.0
 
+# Set in the WSGI environ once a `RequestBody` reads the request's body.
+BODY_TAKEN = "tus_server.body_taken"
+
 _active: set["RequestBody"] = set()
 _active_guard = threading.Lock()
 _idle = threading.Condition(_active_guard)
@@ -102,8 +105,30 @@ class _PatientSocket:
         return self._sock.recv_into(buffer, nbytes, *flags) if self._allowed() else 0
 
 
+def drain_unread(environ: dict, content_length: Optional[int], seconds: float = 5.0) -> None:
+    """Read and drop the body of a request that was answered without reading it.
+
+    Called after the answer went out (a refused PATCH: 409, 413, 423...). A client such as
+    Node's keeps writing its body while the answer travels; closing the socket with the body
+    unread makes the kernel reset the connection, and the client reports `write EPIPE`
+    instead of the status. Reading on (in the request's thread, for at most `seconds`) lets it
+    read the answer; a body that ends in time even leaves the connection reusable.
+    """
+    if environ.get(BODY_TAKEN) or (content_length == 0) or environ.get("wsgi.input") is None:
+        return
+    body = RequestBody(environ, content_length, timeout=1.0)
+    scratch = memoryview(bytearray(PIECE))
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline and body.readinto(scratch):
+            pass
+    finally:
+        body.close()
+
+
 class RequestBody:
     def __init__(self, environ: dict, content_length: Optional[int], timeout: float = 60.0):
+        environ[BODY_TAKEN] = True
         self._input = environ.get("wsgi.input")
         self._remaining = content_length  # None: chunked, read to the end
         self.timeout = timeout
