@@ -6,12 +6,13 @@ checksum, concatenation. Store errors are turned into HTTP outcomes by the app's
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Optional
 from urllib.parse import urlparse
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from . import errors
+from . import errors, hooks, logs, metrics
 from .body import RequestBody
 from .checksums import ALGORITHMS, parse_upload_checksum
 from .config import Settings
@@ -204,19 +205,26 @@ def create():
     if concat == "final":
         info.offset = length
         info.completed = True
+    info = hooks.pre_create(info)
+    if info.completed:  # a final concatenation or an empty upload is finished at creation
+        hooks.emit("pre-finish", info)
     info = store.create(info)
+    metrics.UPLOADS_CREATED.inc()
+    hooks.emit("post-create", info)
     if concat == "final" and length:
         store.schedule_digest(info.id)
 
     response = Response(status=201)
     response.headers["Location"] = _upload_url(info.id)
+    logs.event("created", upload_id=info.id, size=length, filename=info.filename,
+               client=hooks.client_address())
     if with_body:
-        info = _write_body(info, 0).info
+        info = _write_body(info, 0)
         response.headers["Upload-Offset"] = str(info.offset)
+    elif info.completed:
+        hooks.finished(info)
     if info.expires and not info.completed:
         response.headers["Upload-Expires"] = http_date(info.expires)
-    current_app.logger.info("created upload_id=%s length=%s filename=%r", info.id, length,
-                            info.filename)
     return response
 
 
@@ -264,12 +272,20 @@ def _final_length(partial_ids: list[str]) -> int:
     return total
 
 
-def _write_body(info: UploadInfo, offset: int):
+def _write_body(info: UploadInfo, offset: int) -> UploadInfo:
+    """Store the body; the hooks see a body that will finish the upload before it is stored
+    when its length is announced (hooks.py explains pre-finish), and the result after."""
     settings = _settings()
     verifier = parse_upload_checksum(request.headers.get("Upload-Checksum"))
-    body = RequestBody(request.environ, _content_length(), settings.body_timeout)
+    content_length = _content_length()
+    will_finish = info.length is not None and content_length is not None \
+        and offset + content_length == info.length
+    if will_finish:
+        hooks.emit("pre-finish", replace(info, offset=info.length, completed=True))
+    body = RequestBody(request.environ, content_length, settings.body_timeout)
+    stream = hooks.hooks().watch(info, offset, body)
     try:
-        result = _store().write(info.id, offset, body, _content_length(), verifier=verifier,
+        result = _store().write(info.id, offset, stream, content_length, verifier=verifier,
                                 limit=settings.max_size or None)
     finally:
         body.close()
@@ -277,7 +293,7 @@ def _write_body(info: UploadInfo, offset: int):
         raise errors.RequestTimeout(
             f"no body bytes for {settings.body_timeout:g} s; stored up to offset "
             f"{result.info.offset}")
-    return result
+    return hooks.written(info, stream, result, will_finish)
 
 
 # ---------------------------------------------------------------------------- an upload
@@ -351,7 +367,7 @@ def patch(upload_id: str):
             f"{content_length} bytes at offset {offset} would pass Tus-Max-Size {settings.max_size}")
 
     if _has_body():
-        info = _write_body(info, offset).info
+        info = _write_body(info, offset)
     response = Response(status=204)
     response.headers["Upload-Offset"] = str(info.offset)
     if info.expires and not info.completed:
@@ -361,9 +377,12 @@ def patch(upload_id: str):
 
 @bp.route("/files/<upload_id>", methods=["DELETE"])
 def delete(upload_id: str):
-    load_upload(upload_id, allow_expired=True)
+    info = load_upload(upload_id, allow_expired=True)
+    hooks.emit("pre-terminate", info)
     _store().terminate(upload_id)
-    current_app.logger.info("terminated upload_id=%s", upload_id)
+    metrics.UPLOADS_TERMINATED.inc()
+    logs.event("terminated", upload_id=upload_id, client=hooks.client_address())
+    hooks.emit("post-terminate", info)
     return Response(status=204)
 
 
