@@ -25,6 +25,7 @@ the upload, so no upload is ever finished without pre-finish's consent.
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import logging
 import threading
@@ -42,6 +43,7 @@ from .hooks_http import HookError, HookResponse, HttpHookSender, HTTPResponse
 from .hooks_outbox import Deliverer, Outbox
 from .storage.layout import INFO_NAME, chunk_count, location
 from .store import UploadInfo, WriteResult, is_upload_id
+from .tus_headers import metadata_text, safe_filename
 
 log = logging.getLogger("tus_server.hooks")
 DURABLE = ("post-finish", "post-terminate")
@@ -82,7 +84,7 @@ def upload_event(info: UploadInfo, settings: Settings) -> dict:
     return {
         "ID": info.id, "Size": info.length or 0, "SizeIsDeferred": info.length is None,
         "Offset": info.offset,
-        "MetaData": {key: value or "" for key, value in info.metadata.items()},
+        "MetaData": {key: metadata_text(info.metadata, key) or "" for key in info.metadata},
         "IsPartial": info.concat == "partial", "IsFinal": info.concat == "final",
         "PartialUploads": list(info.partials) if info.concat == "final" else None,
         "Storage": storage,
@@ -311,8 +313,11 @@ def pre_create(info: UploadInfo) -> UploadInfo:
                       "^tus-[0-9a-f]{32}$; refusing the creation", answer.ChangeID[:80])
             raise errors.InternalError("the pre-create hook chose an invalid upload id")
         info = dataclasses.replace(info, id=answer.ChangeID)
-    if answer.ChangeMetaData is not None:
-        info = dataclasses.replace(info, metadata=dict(answer.ChangeMetaData))
+    if answer.ChangeMetaData is not None:  # decoded text in tusd's JSON, base64 when stored
+        stored = {key: base64.b64encode(value.encode()).decode()
+                  for key, value in answer.ChangeMetaData.items()}
+        info = dataclasses.replace(info, metadata=stored, filename=safe_filename(
+            metadata_text(stored, "filename") or metadata_text(stored, "name")))
     return info
 
 
