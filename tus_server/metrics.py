@@ -17,7 +17,7 @@ import os
 import time
 from typing import Optional
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -64,10 +64,6 @@ def metrics() -> Response:
     else:
         registry = REGISTRY
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
-
-
-def enabled() -> bool:
-    return bool(current_app and current_app.config["TUS_SETTINGS"].metrics)
 
 
 class TimedStore:
