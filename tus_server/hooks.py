@@ -321,6 +321,23 @@ def pre_create(info: UploadInfo) -> UploadInfo:
     return info
 
 
+def created(info: UploadInfo) -> None:
+    """An upload was just created: the counter, the log line, post-create."""
+    metrics.UPLOADS_CREATED.inc()
+    logs.event("created", upload_id=info.id, size=info.length, filename=info.filename,
+               client=client_address())
+    emit("post-create", info)
+
+
+def terminated(info: UploadInfo, reason: str = "DELETE") -> None:
+    """An upload was just removed: the counter, the log line, and post-terminate for a
+    client's DELETE (a hook's own refusal or stop is not reported back to it)."""
+    metrics.UPLOADS_TERMINATED.inc()
+    logs.event("terminated", upload_id=info.id, reason=reason, client=client_address())
+    if reason == "DELETE":
+        emit("post-terminate", info)
+
+
 def finished(info: UploadInfo) -> None:
     """An upload just became complete: post-finish, the counter, the log line."""
     metrics.UPLOADS_FINISHED.inc()
@@ -338,9 +355,7 @@ def written(before: UploadInfo, stream, result: WriteResult, checked_finish: boo
     stopped = getattr(stream, "stopped", None)
     if stopped is not None:
         hooks().store.terminate(info.id)
-        metrics.UPLOADS_TERMINATED.inc()
-        logs.event("terminated", upload_id=info.id, reason="post-receive StopUpload",
-                   client=client_address())
+        terminated(info, "post-receive StopUpload")
         raise HookAnswer("upload has been stopped by server", stopped)
     if info.completed and not before.completed:
         if not checked_finish:
@@ -348,8 +363,7 @@ def written(before: UploadInfo, stream, result: WriteResult, checked_finish: boo
                 emit("pre-finish", info)
             except errors.TusError:
                 hooks().store.terminate(info.id)
-                logs.event("terminated", upload_id=info.id, reason="pre-finish refused",
-                           client=client_address())
+                terminated(info, "pre-finish refused")
                 raise
         finished(info)
     return info

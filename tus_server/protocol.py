@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from . import errors, hooks, logs, metrics
+from . import errors, hooks
 from .body import RequestBody
 from .checksums import ALGORITHMS, parse_upload_checksum
 from .config import Settings
@@ -209,15 +209,12 @@ def create():
     if info.completed:  # a final concatenation or an empty upload is finished at creation
         hooks.emit("pre-finish", info)
     info = store.create(info)
-    metrics.UPLOADS_CREATED.inc()
-    hooks.emit("post-create", info)
+    hooks.created(info)
     if concat == "final" and length:
         store.schedule_digest(info.id)
 
     response = Response(status=201)
     response.headers["Location"] = _upload_url(info.id)
-    logs.event("created", upload_id=info.id, size=length, filename=info.filename,
-               client=hooks.client_address())
     if with_body:
         info = _write_body(info, 0)
         response.headers["Upload-Offset"] = str(info.offset)
@@ -380,9 +377,7 @@ def delete(upload_id: str):
     info = load_upload(upload_id, allow_expired=True)
     hooks.emit("pre-terminate", info)
     _store().terminate(upload_id)
-    metrics.UPLOADS_TERMINATED.inc()
-    logs.event("terminated", upload_id=upload_id, client=hooks.client_address())
-    hooks.emit("post-terminate", info)
+    hooks.terminated(info)
     return Response(status=204)
 
 
