@@ -374,3 +374,37 @@ def test_empty_and_final_uploads_send_finish_events(hook_server, receiver):
     last = calls[-1]["body"]["Event"]["Upload"]
     assert last["IsFinal"] is True and last["PartialUploads"] == [upload_id(partial)]
     assert calls[1]["body"]["Event"]["Upload"]["IsPartial"] is True
+
+
+def test_connection_errors_are_retried_until_the_endpoint_is_up(hook_server):
+    from .minio_process import free_port
+    import threading
+
+    port = free_port()
+    server = hook_server(f"http://127.0.0.1:{port}/hooks", hooks_retries=6, hooks_backoff=0.1)
+    late: list[Receiver] = []
+    timer = threading.Timer(0.5, lambda: late.append(Receiver(port=port)))
+    timer.start()
+    try:
+        response = create(server.url, 10)  # refused for 0.5 s: 0.1 + 0.2 + 0.4 s of backoff
+        assert response.status_code == 201
+        assert late[0].of("pre-create")[0]["body"]["Event"]["Upload"]["ID"] == ""
+    finally:
+        timer.join()
+        for receiver_ in late:
+            receiver_.stop()
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"TUS_HOOKS_URL": "ftp://example.com/x"}, "TUS_HOOKS_URL"),
+    ({"TUS_HOOKS_ENABLED": "post-create,post-foo"}, "unknown hook event 'post-foo'"),
+    ({"TUS_SYSTEM_BUCKET": "tus-system"}, "not starting with 'tus-'"),
+    ({"TUS_SYSTEM_BUCKET": "Bad_Name"}, "TUS_SYSTEM_BUCKET"),
+    ({"TUS_LOG_FORMAT": "xml"}, "TUS_LOG_FORMAT"),
+    ({"TUS_METRICS": "maybe"}, "TUS_METRICS"),
+])
+def test_hook_settings_are_checked_at_start(env, message):
+    from tus_server.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)

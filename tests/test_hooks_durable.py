@@ -129,3 +129,25 @@ def test_a_failing_receiver_is_retried_until_it_accepts(hook_server, receiver, s
     assert patch(url, 0, b"x").status_code == 204
     calls = receiver.wait_for("post-finish", 4)
     assert len({c["headers"]["Idempotency-Key"] for c in calls}) == 1
+
+
+def test_a_damaged_outbox_object_does_not_block_the_others(hook_server, receiver, store):
+    import io
+
+    server = hook_server(receiver.url, hooks_enabled=("post-finish",))
+    bucket = server.settings.system_bucket
+    if not store.client.bucket_exists(bucket):
+        store.client.make_bucket(bucket)
+    store.client.put_object(bucket, "outbox/0000000000000-damaged.json", io.BytesIO(b"{not"), 4)
+    url = create_url(server.url, 1)
+    assert patch(url, 0, b"x").status_code == 204
+    assert receiver.wait_for("post-finish")[0]["body"]["Event"]["Upload"]["ID"] == upload_id(url)
+    outbox = Outbox(server.settings, server.store.objects)
+    deadline = time.monotonic() + 5
+    while len(outbox.ids()) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert outbox.ids() == ["0000000000000-damaged"]
+    listed = cli(server.settings, bucket, "pending")
+    assert "0000000000000-damaged  (unreadable)" in listed.stdout
+    assert cli(server.settings, bucket, "drop", "0000000000000-damaged").returncode == 0
+    assert outbox.ids() == []

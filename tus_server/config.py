@@ -90,6 +90,13 @@ def _hook_events(env: Mapping[str, str], default: tuple[str, ...]) -> tuple[str,
     return events or default
 
 
+def _hooks_url(env: Mapping[str, str], default: str) -> str:
+    url = env.get("TUS_HOOKS_URL", "").strip() or default
+    if url and not re.match(r"https?://[^/\s]+", url, re.IGNORECASE):
+        raise ConfigError(f"TUS_HOOKS_URL must be an http:// or https:// URL, got {url[:80]!r}")
+    return url
+
+
 def _system_bucket(env: Mapping[str, str], default: str) -> str:
     """TUS_SYSTEM_BUCKET must be a valid bucket name that no upload id can ever take."""
     name = env.get("TUS_SYSTEM_BUCKET", "").strip() or default
@@ -231,7 +238,7 @@ class Settings:
             retry_after=_int(env, "TUS_RETRY_AFTER", defaults.retry_after, 1),
             write_buffers=_int(env, "TUS_WRITE_BUFFERS", defaults.write_buffers, 2),
             uppy_dist=env.get("TUS_UPPY_DIST", defaults.uppy_dist),
-            hooks_url=env.get("TUS_HOOKS_URL", defaults.hooks_url).strip(),
+            hooks_url=_hooks_url(env, defaults.hooks_url),
             hooks_enabled=_hook_events(env, defaults.hooks_enabled),
             hooks_forward_headers=_list(env, "TUS_HOOKS_FORWARD_HEADERS"),
             hooks_timeout=_float(env, "TUS_HOOKS_TIMEOUT", defaults.hooks_timeout, 0.01),
