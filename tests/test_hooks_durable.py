@@ -136,8 +136,7 @@ def test_a_damaged_outbox_object_does_not_block_the_others(hook_server, receiver
 
     server = hook_server(receiver.url, hooks_enabled=("post-finish",))
     bucket = server.settings.system_bucket
-    if not store.client.bucket_exists(bucket):
-        store.client.make_bucket(bucket)
+    Outbox(server.settings, server.store.objects)._ensure_bucket()
     store.client.put_object(bucket, "outbox/0000000000000-damaged.json", io.BytesIO(b"{not"), 4)
     url = create_url(server.url, 1)
     assert patch(url, 0, b"x").status_code == 204
