@@ -1,4 +1,4 @@
-"""Hooks against a real HTTP receiver: every event, every answer field, failures that lose nothing."""
+"""Hooks against a real HTTP receiver: every event, every answer field, failures losing nothing."""
 from __future__ import annotations
 
 import secrets
