@@ -183,6 +183,8 @@ class Hooks:
 
     # ----------------------------------------------------------------- events
     def emit(self, hook_type: str, info: UploadInfo) -> HookResponse:
+        if hook_type not in self.enabled and not SIGNALS[hook_type].receivers:
+            return HookResponse()  # nobody listens: no event to build
         body = self.build(hook_type, info)
         SIGNALS[hook_type].send(current_app._get_current_object() if current_app else None,
                                 event=body)
