@@ -409,3 +409,16 @@ def test_hook_settings_are_checked_at_start(env, message):
 
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
+
+
+def test_pre_finish_and_pre_terminate_responses_merge_into_successes(hook_server, receiver):
+    server = hook_server(receiver.url)
+    receiver.answers["pre-finish"] = {"HTTPResponse": {"Header": {"X-Scan": "clean"}}}
+    receiver.answers["pre-terminate"] = {"HTTPResponse": {"Header": {"X-Bye": "1"}}}
+    url = create_url(server.url, 3)
+    finished = patch(url, 0, b"abc")
+    assert finished.status_code == 204 and finished.headers["X-Scan"] == "clean"
+    assert finished.headers["Upload-Offset"] == "3"
+    removed = requests.delete(url, headers=TUS)
+    assert removed.status_code == 204 and removed.headers["X-Bye"] == "1"
+    assert "X-Scan" not in removed.headers
