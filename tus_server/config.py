@@ -89,6 +89,43 @@ def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
     return origins
 
 
+HOOK_EVENTS = ("pre-create", "post-create", "post-receive", "pre-finish", "post-finish",
+               "pre-terminate", "post-terminate")
+
+
+def _hook_events(env: Mapping[str, str], default: tuple[str, ...]) -> tuple[str, ...]:
+    """TUS_HOOKS_ENABLED: a comma list of tusd's event names; empty = tusd's default set."""
+    events = _list(env, "TUS_HOOKS_ENABLED")
+    unknown = [name for name in events if name not in HOOK_EVENTS]
+    if unknown:
+        raise ConfigError(f"TUS_HOOKS_ENABLED: unknown hook event {unknown[0]!r} "
+                          f"(known: {', '.join(HOOK_EVENTS)})")
+    return events or default
+
+
+def _hooks_url(env: Mapping[str, str], default: str) -> str:
+    url = env.get("TUS_HOOKS_URL", "").strip() or default
+    if url and not re.match(r"https?://[^/\s]+", url, re.IGNORECASE):
+        raise ConfigError(f"TUS_HOOKS_URL must be an http:// or https:// URL, got {url[:80]!r}")
+    return url
+
+
+def _system_bucket(env: Mapping[str, str], default: str) -> str:
+    """TUS_SYSTEM_BUCKET must be a valid bucket name that no upload id can ever take."""
+    name = env.get("TUS_SYSTEM_BUCKET", "").strip() or default
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", name) or name.startswith("tus-"):
+        raise ConfigError("TUS_SYSTEM_BUCKET must be a bucket name (3-63 of a-z 0-9 . -) not "
+                          f"starting with 'tus-' (upload ids do), got {name!r}")
+    return name
+
+
+def _log_format(env: Mapping[str, str], default: str) -> str:
+    value = env.get("TUS_LOG_FORMAT", "").strip().lower() or default
+    if value not in ("text", "json"):
+        raise ConfigError(f"TUS_LOG_FORMAT must be 'text' or 'json', got {value!r}")
+    return value
+
+
 def is_loopback(host: str) -> bool:
     if host.strip("[]").lower() == "localhost":
         return True
@@ -154,6 +191,32 @@ class Settings:
     # Request headers browsers may send cross-origin besides the tus ones (tusd's
     # `-cors-allow-headers`): a page's own `X-Tenant`, tracing headers...
     cors_allow_headers: tuple[str, ...] = ()
+    # ------------------------------------------------------------ hooks, metrics, logs
+    # tusd-compatible HTTP hooks: the endpoint ("" = no hooks) and the events sent to it
+    # (tusd's default set; pre-finish and pre-terminate are opt-in, as in tusd).
+    hooks_url: str = ""
+    hooks_enabled: tuple[str, ...] = ("pre-create", "post-create", "post-receive",
+                                      "post-terminate", "post-finish")
+    # Request headers copied to the hook request (tusd's -hooks-http-forward-headers).
+    hooks_forward_headers: tuple[str, ...] = ()
+    # Seconds one hook request may take; retries (with doubling backoff from `hooks_backoff`)
+    # after a connection error or a 5xx answer.
+    hooks_timeout: float = 15.0
+    hooks_retries: int = 3
+    hooks_backoff: float = 1.0
+    # Largest hook response body read, in bytes (tusd's -hooks-http-size-limit).
+    hooks_size_limit: int = 64 * 1024
+    # post-receive is sent at most once per this many seconds per upload.
+    hooks_progress_interval: float = 1.0
+    # Bucket of the durable hook outbox (never an upload id: those start with `tus-`).
+    system_bucket: str = "tusminio-system"
+    # Seconds between scans of the outbox, and the longest wait between two delivery attempts.
+    hooks_outbox_poll: float = 5.0
+    hooks_outbox_max_backoff: float = 600.0
+    # GET /metrics (Prometheus text); 0 turns it off.
+    metrics: bool = True
+    # "text" (human-readable) or "json" (one JSON object per line).
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -192,6 +255,22 @@ class Settings:
             write_buffers=_int(env, "TUS_WRITE_BUFFERS", defaults.write_buffers, 2),
             uppy_dist=env.get("TUS_UPPY_DIST", defaults.uppy_dist),
             cors_allow_headers=_header_names(env, "TUS_CORS_ALLOW_HEADERS"),
+            hooks_url=_hooks_url(env, defaults.hooks_url),
+            hooks_enabled=_hook_events(env, defaults.hooks_enabled),
+            hooks_forward_headers=_list(env, "TUS_HOOKS_FORWARD_HEADERS"),
+            hooks_timeout=_float(env, "TUS_HOOKS_TIMEOUT", defaults.hooks_timeout, 0.01),
+            hooks_retries=_int(env, "TUS_HOOKS_RETRIES", defaults.hooks_retries),
+            hooks_backoff=_float(env, "TUS_HOOKS_BACKOFF", defaults.hooks_backoff),
+            hooks_size_limit=_int(env, "TUS_HOOKS_SIZE_LIMIT", defaults.hooks_size_limit, 1),
+            hooks_progress_interval=_float(env, "TUS_HOOKS_PROGRESS_INTERVAL",
+                                           defaults.hooks_progress_interval),
+            system_bucket=_system_bucket(env, defaults.system_bucket),
+            hooks_outbox_poll=_float(env, "TUS_HOOKS_OUTBOX_POLL", defaults.hooks_outbox_poll,
+                                     0.05),
+            hooks_outbox_max_backoff=_float(env, "TUS_HOOKS_OUTBOX_MAX_BACKOFF",
+                                            defaults.hooks_outbox_max_backoff, 0.01),
+            metrics=_bool(env, "TUS_METRICS", defaults.metrics),
+            log_format=_log_format(env, defaults.log_format),
         )
         return settings
 

@@ -8,8 +8,15 @@ after `TUS_BODY_TIMEOUT` seconds without a byte, keeping what they sent.
 On SIGTERM, SIGINT or SIGQUIT a worker first stops every running PATCH (`tus_server.shutdown`):
 each stores what arrived, releases its lock and answers 503 with Retry-After; then gunicorn's
 own handler runs.
+
+Metrics: prometheus_client's multiprocess mode needs `PROMETHEUS_MULTIPROC_DIR` before any
+worker imports `tus_server.metrics`; when it is not set, a fresh temporary directory is made
+here (in the master, at start) and removed at exit, so counts of an earlier run never leak in.
+A worker that exits has its live gauges removed (`child_exit`).
 """
 import os
+import shutil
+import tempfile
 
 worker_class = "tus_server.gunicorn_worker.TusThreadWorker"
 workers = int(os.environ.get("WORKERS", "2"))
@@ -19,8 +26,24 @@ graceful_timeout = 30
 keepalive = 5
 control_socket_disable = True
 
+_own_metrics_dir = None
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _own_metrics_dir = tempfile.mkdtemp(prefix="tus-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir
+
 
 def post_worker_init(worker):
     from tus_server.shutdown import install
 
     install(worker)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _own_metrics_dir:
+        shutil.rmtree(_own_metrics_dir, ignore_errors=True)

@@ -33,13 +33,15 @@ from werkzeug.http import parse_options_header
 
 from . import errors
 from .checksums import ChecksumVerifier
+from . import hooks
 from .protocol import (
     _check_file_rules,
     _content_length,
     _has_body,
     _upload_url,
-    _write_body,
+    delete as terminate,
     load_upload,
+    write_body_result,
 )
 from .store import ChecksumMismatch, OffsetMismatch, UploadInfo, new_upload_id
 from .tus_headers import parse_metadata, safe_filename
@@ -76,9 +78,7 @@ def dispatch() -> Optional[Response]:
     if request.method == "PATCH":
         return append(upload_id, version)
     if request.method == "DELETE":
-        load_upload(upload_id, allow_expired=True)
-        current_app.config["TUS_STORE"].terminate(upload_id)
-        return _answer(204)
+        return terminate(upload_id)  # tus's termination: the same hooks, the same answer
     return None
 
 
@@ -201,7 +201,8 @@ def create() -> Response:
         created=now, updated=now,
         expires=now + settings.expiration if settings.expiration else None,
         protocol="ietf-draft")
-    info = store.create(info)
+    info = store.create(hooks.pre_create(info))
+    hooks.created(info)
     fully_received = True
     if _has_body():
         info, fully_received = _write(info, 0, verifier)
@@ -263,8 +264,8 @@ def _write(info: UploadInfo, offset: int,
            verifier: Optional[ChecksumVerifier]) -> tuple[UploadInfo, bool]:
     """Append the request content; (the upload after it, whether all content arrived)."""
     try:
-        result = _write_body(info, offset, verifier)
-        return result.info, not result.interrupted
+        info, result = write_body_result(info, offset, verifier)
+        return info, not result.interrupted
     except ChecksumMismatch:
         raise errors.BadRequest("Content-Digest does not match the content; none of it was "
                                 "kept") from None
@@ -274,5 +275,7 @@ def _finish_if_complete(info: UploadInfo, complete: bool, fully_received: bool) 
     """`Upload-Complete: ?1` with the content fully processed fixes an unknown length at the
     offset (a known one completed the upload when the offset reached it)."""
     if complete and fully_received and info.length is None:
-        return current_app.config["TUS_STORE"].declare_length(info.id, info.offset)
+        info = current_app.config["TUS_STORE"].declare_length(info.id, info.offset)
+        if info.completed:
+            hooks.finished(info)
     return info

@@ -6,16 +6,17 @@ checksum, concatenation. Store errors are turned into HTTP outcomes by the app's
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Optional
 from urllib.parse import urlparse
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from . import errors
+from . import errors, hooks
 from .body import RequestBody
 from .checksums import ALGORITHMS, parse_upload_checksum
 from .config import Settings
-from .store import Store, UploadInfo, UploadNotFound, is_upload_id, new_upload_id
+from .store import Store, UploadInfo, UploadNotFound, WriteResult, is_upload_id, new_upload_id
 from .tus_headers import (
     encode_metadata,
     http_date,
@@ -205,19 +206,23 @@ def create():
     if concat == "final":
         info.offset = length
         info.completed = True
+    info = hooks.pre_create(info)
+    if info.completed:  # a final concatenation or an empty upload is finished at creation
+        hooks.emit("pre-finish", info)
     info = store.create(info)
+    hooks.created(info)
     if concat == "final" and length:
         store.schedule_digest(info.id)
 
     response = Response(status=201)
     response.headers["Location"] = _upload_url(info.id)
     if with_body:
-        info = _write_body(info, 0).info
+        info = _write_body(info, 0)
         response.headers["Upload-Offset"] = str(info.offset)
+    elif info.completed:
+        hooks.finished(info)
     if info.expires and not info.completed:
         response.headers["Upload-Expires"] = http_date(info.expires)
-    current_app.logger.info("created upload_id=%s length=%s filename=%r", info.id, length,
-                            info.filename)
     return response
 
 
@@ -265,15 +270,28 @@ def _final_length(partial_ids: list[str]) -> int:
     return total
 
 
-def _write_body(info: UploadInfo, offset: int, verifier=None):
-    """Stream the request body into the upload; `verifier` checks it (default: the tus
-    `Upload-Checksum`, if any)."""
+def _write_body(info: UploadInfo, offset: int) -> UploadInfo:
+    """Store the body; the upload as stored after it."""
+    return write_body_result(info, offset)[0]
+
+
+def write_body_result(info: UploadInfo, offset: int,
+                      verifier=None) -> tuple[UploadInfo, WriteResult]:
+    """Store the body (checked by `verifier`, by default the tus `Upload-Checksum` if any);
+    the hooks see a body that will finish the upload before it is stored when its length is
+    announced (hooks.py explains pre-finish), and the result after."""
     settings = _settings()
     if verifier is None:
         verifier = parse_upload_checksum(request.headers.get("Upload-Checksum"))
-    body = RequestBody(request.environ, _content_length(), settings.body_timeout)
+    content_length = _content_length()
+    will_finish = info.length is not None and content_length is not None \
+        and offset + content_length == info.length
+    if will_finish:
+        hooks.emit("pre-finish", replace(info, offset=info.length, completed=True))
+    body = RequestBody(request.environ, content_length, settings.body_timeout)
+    stream = hooks.hooks().watch(info, offset, body)
     try:
-        result = _store().write(info.id, offset, body, _content_length(), verifier=verifier,
+        result = _store().write(info.id, offset, stream, content_length, verifier=verifier,
                                 limit=settings.max_size or None, known=info)
     finally:
         body.close()
@@ -281,7 +299,7 @@ def _write_body(info: UploadInfo, offset: int, verifier=None):
         raise errors.RequestTimeout(
             f"no body bytes for {settings.body_timeout:g} s; stored up to offset "
             f"{result.info.offset}")
-    return result
+    return hooks.written(info, stream, result, will_finish), result
 
 
 # ---------------------------------------------------------------------------- an upload
@@ -370,7 +388,7 @@ def patch(upload_id: str):
             f"{content_length} bytes at offset {offset} would pass Tus-Max-Size {settings.max_size}")
 
     if _has_body():
-        info = _write_body(info, offset).info
+        info = _write_body(info, offset)
     response = Response(status=204)
     response.headers["Upload-Offset"] = str(info.offset)
     if info.expires and not info.completed:
@@ -380,9 +398,10 @@ def patch(upload_id: str):
 
 @bp.route("/files/<upload_id>", methods=["DELETE"])
 def delete(upload_id: str):
-    load_upload(upload_id, allow_expired=True)
+    info = load_upload(upload_id, allow_expired=True)
+    hooks.emit("pre-terminate", info)
     _store().terminate(upload_id)
-    current_app.logger.info("terminated upload_id=%s", upload_id)
+    hooks.terminated(info)
     return Response(status=204)
 
 
