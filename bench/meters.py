@@ -4,8 +4,16 @@ summed over the tree)."""
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterable, Optional
 
 import psutil
@@ -116,3 +124,65 @@ class Meter:
     @property
     def server_peak_rss(self) -> int:
         return self.rss.peak.get("server", 0)
+
+
+class PySpy:
+    """`--profile`: py-spy samples the app (gunicorn master and its workers) while a block
+    runs, writing the raw collapsed stacks and a "top" summary (self and inclusive samples
+    per function) to `out_dir`."""
+
+    def __init__(self, pid: int, out_dir: Path):
+        self.pid = pid
+        self.out_dir = out_dir
+        self.binary = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or "py-spy"
+
+    @contextmanager
+    def __call__(self, label: str):
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        raw = self.out_dir / f"profile-{label}.raw.txt"
+        log = open(self.out_dir / f"profile-{label}.log", "wb")
+        proc = subprocess.Popen(
+            [self.binary, "record", "--pid", str(self.pid), "--subprocesses", "--format", "raw",
+             "--rate", "250", "--nonblocking", "--output", str(raw)],
+            stdout=log, stderr=subprocess.STDOUT)
+        time.sleep(1.5)  # attached before the work starts
+        try:
+            yield
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+        if raw.exists():
+            (self.out_dir / f"profile-{label}.top.txt").write_text(top_summary(raw, label))
+
+
+def top_summary(raw: Path, label: str, limit: int = 30) -> str:
+    """py-spy's raw (collapsed) stacks as two "top" tables: where samples were taken (self)
+    and which functions were on the stack (inclusive), per function (line numbers folded)."""
+    own: Counter = Counter()
+    inclusive: Counter = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        samples = int(count)
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")
+                  if not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        total += samples
+        own[frames[-1]] += samples
+        for frame in set(frames):
+            inclusive[frame] += samples
+    out = [f"py-spy top, {label}: {total} samples of busy threads (gunicorn master + workers)", ""]
+    for title, counter in (("self", own), ("inclusive", inclusive)):
+        out.append(f"{title:>9}  function (file)")
+        for frame, samples in counter.most_common(limit):
+            out.append(f"{100 * samples / max(total, 1):8.1f}%  {frame}")
+        out.append("")
+    return "\n".join(out)

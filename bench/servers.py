@@ -90,7 +90,7 @@ class App(TusServer):
     has_repr_digest = True
 
     def __init__(self, minio: MinioProcess, workdir: Path, layout: str = "bucket",
-                 workers: int = 2, threads: int = 128, label: str = "",
+                 workers: Optional[int] = None, threads: Optional[int] = None, label: str = "",
                  extra_env: Optional[dict] = None):
         self.port = free_port()
         self.layout = layout
@@ -100,14 +100,18 @@ class App(TusServer):
             "MINIO_ENDPOINT": minio.endpoint, "MINIO_ACCESS_KEY": ACCESS_KEY,
             "MINIO_SECRET_KEY": SECRET_KEY, "TUS_LAYOUT": layout, "TUS_BUCKET": f"tus-{label}",
             "TUS_CLEANUP_INTERVAL": "0", "HOST": "127.0.0.1", "PORT": str(self.port),
-            "WORKERS": str(workers), "THREADS": str(threads),
         })
+        sizing = []  # none given: gunicorn_conf's (WORKERS, THREADS or its defaults)
+        if workers:
+            sizing += ["--workers", str(workers)]
+        if threads:
+            sizing += ["--threads", str(threads)]
         env.update(extra_env or {})
         self.log_path = workdir / f"gunicorn-{label}.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "tus_server.wsgi:app",
              "--bind", f"127.0.0.1:{self.port}", "-c", "python:tus_server.gunicorn_conf",
-             "--workers", str(workers), "--threads", str(threads)],
+             *sizing],
             cwd=ROOT, env=env, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
             start_new_session=True)
         _wait_http(self.proc, self.url + "/healthz", self.log_path)
