@@ -68,6 +68,7 @@ class Context:
     make_app: Callable[..., App] = None
     profile: Optional[Callable[[str], object]] = None   # row key -> context manager
     urls: dict[str, str] = field(default_factory=dict)  # one-PATCH uploads, for the download
+    one_row: Optional[Row] = None
 
     def server(self, name: str) -> Optional[TusServer]:
         return {"ours": self.app, "tusd": self.tusd}.get(name)
@@ -136,7 +137,8 @@ def tuspy_patches(ctx: Context) -> Row:
 def one_patch(ctx: Context) -> Row:
     size = ctx.size
     row = Row("one", f"upload {human(size)}, one PATCH", "MB/s",
-              note="tusd verified by the download row; direct: put_object")
+              note="tusd and direct verified by the download row; direct: put_object")
+    ctx.one_row = row
     for name in ("ours", "tusd"):
         url = create(ctx.server(name).files_url, size, "one.bin")
         body = GeneratedBody(size, ctx.blocks, salt=21)
@@ -173,6 +175,9 @@ def download_row(ctx: Context) -> Row:
     with ctx.meter("direct") as meter:
         ok = _verify_direct(ctx, ctx.urls["direct"], digest, size)[0]
     row.results["direct"] = _result(meter, size, mb_s(size, meter.wall), ok, "hashed while read")
+    for name in ("tusd", "direct"):  # the one-PATCH uploads were these bytes
+        uploaded = ctx.one_row.results[name]
+        uploaded.ok, uploaded.check = row.results[name].ok, "downloaded"
     if ctx.profile:
         with ctx.profile("download"):
             download(ctx.urls["ours"])
