@@ -179,9 +179,13 @@ def top_summary(raw: Path, label: str, limit: int = 30) -> str:
         own[frames[-1]] += samples
         for frame in set(frames):
             inclusive[frame] += samples
+    by_file: Counter = Counter()
+    for frame, samples in own.items():
+        match = re.search(r"\(([^()]*)\)$", frame)
+        by_file[match.group(1) if match else frame] += samples
     out = [f"py-spy top, {label}: {total} samples of busy threads (gunicorn master + workers)", ""]
-    for title, counter in (("self", own), ("inclusive", inclusive)):
-        out.append(f"{title:>9}  function (file)")
+    for title, counter in (("self, by file", by_file), ("self", own), ("inclusive", inclusive)):
+        out.append(f"{title:>9}  " + ("file" if title.endswith("file") else "function (file)"))
         for frame, samples in counter.most_common(limit):
             out.append(f"{100 * samples / max(total, 1):8.1f}%  {frame}")
         out.append("")
