@@ -44,6 +44,27 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+ONCE = {"listing", "leak_check"}  # slow, and not a rate: not repeated
+
+
+def median_row(runs: list[Row]) -> Row:
+    """The first run's row with each server's result replaced by its median run's (by value);
+    a failed check in any run stays failed."""
+    row = runs[0]
+    if len(runs) == 1:
+        return row
+    for name in list(row.results):
+        results = sorted((run.results[name] for run in runs if name in run.results),
+                         key=lambda r: r.value)
+        chosen = results[(len(results) - 1) // 2]
+        if any(r.ok is False for r in results):
+            chosen.ok = False
+        chosen.check += f"; median of {len(results)}: " + ", ".join(
+            f"{r.value:.0f}" for r in results)
+        row.results[name] = chosen
+    return row
+
+
 # ------------------------------------------------------------------------------ the table
 def _value(row: Row, name: str) -> str:
     result = row.results.get(name)
@@ -130,6 +151,12 @@ def targets(rows: list[Row]) -> list[tuple[str, Optional[bool], str]]:
     result = leak.results.get("ours") if leak else None
     out.append(("RSS back within 20% after 100 uploads (leak check)",
                 None if result is None else result.ok, result.check if result else ""))
+    one, leak_peak = by.get("one"), result.rss if result else None
+    big_peak = one.results["ours"].rss if one and "ours" in one.results else None
+    out.append(("RSS flat in file size (peak, one PATCH of the big file vs. of 64 MiB)",
+                None if not (big_peak and leak_peak) else big_peak <= 1.2 * leak_peak,
+                "" if not (big_peak and leak_peak)
+                else f"{big_peak / MIB:.0f} vs {leak_peak / MIB:.0f} MiB"))
     listing = by.get("list")
     if listing and "ours@100" in listing.results:
         value = listing.results["ours"].value / listing.results["ours@100"].value
@@ -172,6 +199,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                         ",".join(f.__name__ for f in ROWS) + " (default: all)")
     parser.add_argument("--profile", action="store_true",
                         help="py-spy the app during an extra one-PATCH upload and download")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the transfer rows N times, interleaved; report each server's "
+                             "median (the listing and leak rows run once)")
     parser.add_argument("--workers", type=int, help="gunicorn workers (default: gunicorn_conf's)")
     parser.add_argument("--threads", type=int, help="threads per worker (default: gunicorn_conf's)")
     parser.add_argument("--tusd-part-size", type=int, help="tusd -s3-part-size (default: tusd's)")
@@ -215,23 +245,32 @@ def main(argv: Optional[list[str]] = None) -> int:
             extra_apps.append(extra)
             return extra
 
+        profiler = PySpy(app.pid, Path(args.output).parent) if args.profile else None
         ctx = Context(app=app, tusd=tusd, client=client, minio_pid=minio.proc.pid,
                       blocks=Blocks(), workdir=workdir, size=size, each=each,
                       seconds=max(2.0, 10 * scale), listing_count=listing_count,
                       make_app=make_app,
-                      profile=PySpy(app.pid, Path(args.output).parent) if args.profile else None)
-        for workload in rows_to_run:
-            if workload.__name__ == "download_row" and "digest" not in ctx.urls:
-                continue  # the download reads the one-PATCH uploads
-            log(f"row {workload.__name__}")
-            try:
-                row = workload(ctx)
-            except Exception as exc:
-                traceback.print_exc()
-                problems.append(f"{workload.__name__}: {type(exc).__name__}: {exc}"[:300])
-                continue
-            rows.append(row)
-            log(" | ".join(f"{name} {r.value:.1f}" for name, r in row.results.items()))
+                      profile=profiler)
+        runs: dict[str, list[Row]] = {}
+        for repetition in range(max(1, args.repeat)):
+            ctx.urls.clear()
+            for workload in rows_to_run:
+                name = workload.__name__
+                if repetition and name in ONCE:
+                    continue
+                if name == "download_row" and "digest" not in ctx.urls:
+                    continue  # the download reads the one-PATCH uploads
+                log(f"row {name}" + (f", run {repetition + 1}" if args.repeat > 1 else ""))
+                ctx.profile = profiler if repetition == 0 else None
+                try:
+                    row = workload(ctx)
+                except Exception as exc:
+                    traceback.print_exc()
+                    problems.append(f"{name}: {type(exc).__name__}: {exc}"[:300])
+                    continue
+                runs.setdefault(name, []).append(row)
+                log(" | ".join(f"{key} {r.value:.1f}" for key, r in row.results.items()))
+        rows = [median_row(runs[f.__name__]) for f in rows_to_run if f.__name__ in runs]
     finally:
         for server in [app, tusd, *extra_apps]:
             if server is not None:
