@@ -153,7 +153,7 @@ def targets(rows: list[Row]) -> list[tuple[str, Optional[bool], str]]:
                 None if result is None else result.ok, result.check if result else ""))
     one, leak_peak = by.get("one"), result.rss if result else None
     big_peak = one.results["ours"].rss if one and "ours" in one.results else None
-    out.append(("RSS flat in file size (peak, one PATCH of the big file vs. of 64 MiB)",
+    out.append(("RSS flat in file size (peak: one-PATCH row vs. leak-check row)",
                 None if not (big_peak and leak_peak) else big_peak <= 1.2 * leak_peak,
                 "" if not (big_peak and leak_peak)
                 else f"{big_peak / MIB:.0f} vs {leak_peak / MIB:.0f} MiB"))
@@ -231,6 +231,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     minio = app = tusd = None
     extra_apps: list[App] = []
     started = time.time()
+    load_before = os.getloadavg()
     try:
         log(f"working in {workdir} ({free / GIB:.0f} GiB free)")
         minio = MinioProcess(workdir / "minio").start()
@@ -279,10 +280,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             minio.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
+    load_after = os.getloadavg()
     command = "make bench" + (f' BENCH_ARGS="{" ".join(argv)}"' if argv else "")
     header = (f"tus-minio benchmark, {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, "
               f"`{command}` (scale {scale:g}), {time.time() - started:.0f}s\n\n"
-              f"Machine: {machine()}; client, servers and one MinIO (single drive) on it. "
+              f"Machine: {machine()}; client, servers and one MinIO (single drive) on it; "
+              f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after. "
               f"tus-minio: gunicorn with tus_server.gunicorn_conf"
               + (f", {args.workers} workers" if args.workers else "")
               + (f", {args.threads} threads" if args.threads else "")
