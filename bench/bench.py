@@ -32,7 +32,7 @@ import psutil
 from minio import Minio
 
 from bench.bodies import GIB, MIB, Blocks
-from bench.meters import PySpy
+from bench.meters import PySpy, tree_rss
 from bench.servers import TUSD_BUCKET, TUSD_VERSION, App, Tusd, make_bucket
 from bench.workloads import DIRECT_BUCKET, ROWS, Context, Row
 from tests.minio_process import ACCESS_KEY, ROOT, SECRET_KEY, MinioProcess
@@ -53,6 +53,10 @@ def median_row(runs: list[Row]) -> Row:
     row = runs[0]
     if len(runs) == 1:
         return row
+    for other in ("direct", "tusd"):  # ratios within each run, then their median
+        ratios = sorted(r for r in (_ratio(run, "ours", other) for run in runs) if r is not None)
+        if ratios:
+            row.ratios[other] = ratios[(len(ratios) - 1) // 2]
     for name in list(row.results):
         results = sorted((run.results[name] for run in runs if name in run.results),
                          key=lambda r: r.value)
@@ -75,6 +79,8 @@ def _value(row: Row, name: str) -> str:
 
 
 def _ratio(row: Row, a: str, b: str) -> Optional[float]:
+    if a == "ours" and b in row.ratios:
+        return row.ratios[b]
     ra, rb = row.results.get(a), row.results.get(b)
     if ra is None or rb is None or row.unit not in ("MB/s", "/s") or not rb.value:
         return None
@@ -227,6 +233,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
 
     rows: list[Row] = []
+    rss_start: dict[str, int] = {}
+    rss_end: dict[str, int] = {}
     problems: list[str] = []
     minio = app = tusd = None
     extra_apps: list[App] = []
@@ -240,6 +248,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         make_bucket(client, TUSD_BUCKET)
         app = App(minio, workdir, "bucket", args.workers, args.threads, label="bench")
         tusd = Tusd(minio, workdir, args.tusd_part_size)
+        time.sleep(1)
+        rss_start = {"tus-minio": tree_rss(app.pid), "tusd": tree_rss(tusd.pid)}
 
         def make_app(**kwargs) -> App:
             extra = App(minio, workdir, workers=args.workers, threads=args.threads, **kwargs)
@@ -272,6 +282,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 runs.setdefault(name, []).append(row)
                 log(" | ".join(f"{key} {r.value:.1f}" for key, r in row.results.items()))
         rows = [median_row(runs[f.__name__]) for f in rows_to_run if f.__name__ in runs]
+        rss_end = {"tus-minio": tree_rss(app.pid), "tusd": tree_rss(tusd.pid)}
     finally:
         for server in [app, tusd, *extra_apps]:
             if server is not None:
@@ -292,7 +303,11 @@ def main(argv: Optional[list[str]] = None) -> int:
               + f". tusd {TUSD_VERSION}: S3 store, part size "
               + (f"{args.tusd_part_size / MIB:g} MiB" if args.tusd_part_size else "50 MiB (default)")
               + ", content hashes on (default). Digests: tus-minio's Repr-Digest; tusd's and "
-              "MinIO direct's by downloading and hashing.\n")
+              "MinIO direct's by downloading and hashing. RSS over the whole run: "
+              + ", ".join(f"{name} {rss_start[name] / MIB:.0f} MiB at start, "
+                          f"{rss_end[name] / MIB:.0f} at the end" for name in rss_start)
+              + (f". Transfer rows: median of {args.repeat} interleaved runs (ratios: median "
+                 f"of each run's ratio)" if args.repeat > 1 else "") + ".\n")
     target_results = targets(rows)
     text = (header + "\n" + markdown(rows) + "\n\nTargets (issue 12):\n\n"
             + targets_markdown(target_results) + "\n")

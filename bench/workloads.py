@@ -51,6 +51,7 @@ class Row:
     results: dict[str, Result] = field(default_factory=dict)
     note: str = ""
     higher_better: bool = True
+    ratios: dict[str, float] = field(default_factory=dict)  # ours vs. key, when repeated
 
 
 @dataclass
