@@ -33,6 +33,7 @@ class Result:
     cpu: Optional[float] = None   # CPU seconds of the server's processes over the row
     minio_cpu: Optional[float] = None
     rss: Optional[int] = None     # peak RSS of the server's processes
+    rss_before: Optional[int] = None  # their RSS when the row started
     ok: Optional[bool] = None     # SHA-256 verified (None: not checked)
     check: str = ""               # how it was verified
 
@@ -91,7 +92,7 @@ def human(size: int) -> str:
 
 def _result(meter: Meter, nbytes: int, value: float, ok=None, check="") -> Result:
     return Result(value, nbytes, meter.cpu.get("server"), meter.cpu.get("minio"),
-                  meter.server_peak_rss, ok, check)
+                  meter.server_peak_rss, meter.rss.baseline.get("server"), ok, check)
 
 
 def _verify(ctx: Context, name: str, url: str, digest: str, size: int) -> tuple[bool, str]:
@@ -378,7 +379,6 @@ def leak_check(ctx: Context, count: int = 100) -> Row:
         result = _result(meter, count * each, after / MIB, after <= before * 1.2,
                          f"{before / MIB:.0f} -> {after / MIB:.0f} MiB "
                          f"({after / before:.2f}x), {mb_s(count * each, meter.wall):.0f} MB/s")
-        result.before = before
         row.results[name] = result
     return row
 
