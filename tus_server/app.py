@@ -12,7 +12,7 @@ from flask import Flask, jsonify, request, send_from_directory
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import errors
+from . import errors, ietf
 from .checksums import ALGORITHMS
 from .config import Settings
 from .downloads import bp as downloads_bp
@@ -36,14 +36,16 @@ WEB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 log = logging.getLogger("tus_server")
 
 # Response headers a browser client must be allowed to read, request headers it may send.
-EXPOSED_HEADERS = ["Location", "Upload-Offset", "Upload-Length", "Upload-Metadata",
-                   "Upload-Expires", "Upload-Defer-Length", "Upload-Concat", "Tus-Version",
-                   "Tus-Resumable", "Tus-Max-Size", "Tus-Extension", "Tus-Checksum-Algorithm",
-                   "Repr-Digest", "Content-Disposition", "Content-Range", "ETag"]
+EXPOSED_HEADERS = ["Location", "Upload-Offset", "Upload-Complete", "Upload-Limit",
+                   "Upload-Length", "Upload-Metadata", "Upload-Expires", "Upload-Defer-Length",
+                   "Upload-Concat", "Tus-Version", "Tus-Resumable", "Tus-Max-Size",
+                   "Tus-Extension", "Tus-Checksum-Algorithm", "Repr-Digest",
+                   "Content-Disposition", "Content-Range", "ETag"]
 ALLOWED_HEADERS = ["Authorization", "Content-Type", "Tus-Resumable", "Upload-Length",
                    "Upload-Offset", "Upload-Metadata", "Upload-Defer-Length", "Upload-Concat",
                    "Upload-Checksum", "X-HTTP-Method-Override", "X-Requested-With", "Range",
-                   "If-Range", "If-None-Match"]
+                   "If-Range", "If-None-Match", "Upload-Draft-Interop-Version",
+                   "Upload-Complete", "Content-Digest", "Repr-Digest", "Content-Disposition"]
 
 
 class MethodOverride:
@@ -173,6 +175,8 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
 
     app.register_blueprint(tus_bp)
     app.register_blueprint(downloads_bp)
+    # After every other app-level check (hosts, codings): draft requests are answered there.
+    ietf.install(app)
 
     if settings.cors_origins:
         origins = "*" if "*" in settings.cors_origins else exact_origins(settings.cors_origins)

@@ -264,9 +264,12 @@ def _final_length(partial_ids: list[str]) -> int:
     return total
 
 
-def _write_body(info: UploadInfo, offset: int):
+def _write_body(info: UploadInfo, offset: int, verifier=None):
+    """Stream the request body into the upload; `verifier` checks it (default: the tus
+    `Upload-Checksum`, if any)."""
     settings = _settings()
-    verifier = parse_upload_checksum(request.headers.get("Upload-Checksum"))
+    if verifier is None:
+        verifier = parse_upload_checksum(request.headers.get("Upload-Checksum"))
     body = RequestBody(request.environ, _content_length(), settings.body_timeout)
     try:
         result = _store().write(info.id, offset, body, _content_length(), verifier=verifier,

@@ -43,6 +43,11 @@ class UploadInfo:
     # Token of the request that last claimed the upload for writing (see storage/writer.py):
     # a writer re-reads it to prove that no later writer has started.
     writer: Optional[str] = None
+    # New at every write, so that every write gets a new ETag (MinIO's ETag is the MD5 of the
+    # content: two writes of equal content would otherwise pass each other's If-Match).
+    nonce: Optional[str] = None
+    # The protocol that created the upload: "tus-1.0" or "ietf-draft" (both serve it alike).
+    protocol: str = "tus-1.0"
 
     @property
     def is_deferred(self) -> bool:

@@ -243,7 +243,7 @@ def test_file_of_a_refused_type_is_refused_in_the_page_before_sending(make_serve
 def test_server_refusal_is_shown_with_the_servers_own_words(gunicorn_server, page, browser_log):
     # The page read /config while the server had no size limit; then the operator restarted
     # it with TUS_MAX_SIZE=1000. The page cannot know: only the server can refuse.
-    first = gunicorn_server()
+    first = gunicorn_server(max_size=0)
     open_page(page, first)
     expect(page.locator("#limits")).to_contain_text("Files of any size")
     first.kill()

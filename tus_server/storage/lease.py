@@ -71,17 +71,22 @@ class Lease:
         self._keeper: Optional[threading.Thread] = None
 
     # ----------------------------------------------------------------- taking the lock
-    def _body(self) -> bytes:
-        self.expires_at = time.time() + self.lease_seconds
-        return json.dumps({"holder": self.holder, "expires": self.expires_at,
+    def _put_lock(self, **precondition) -> Optional[str]:
+        """Write our lock object; the expiry counts only once MinIO took it (a failed renewal
+        must not make the lease look longer than it is)."""
+        expires = time.time() + self.lease_seconds
+        body = json.dumps({"holder": self.holder, "expires": expires,
                            "release": self._release_mark}).encode()
+        etag = self.objects.conditional_put(self.upload_id, LOCK_NAME, body, **precondition)
+        if etag:
+            self.expires_at = expires
+        return etag
 
     def acquire(self, wait: float) -> "Lease":
         """Take the lock, asking a live holder to hand over; UploadLocked after `wait` s."""
         deadline = time.monotonic() + wait
         while True:
-            self.etag = self.objects.conditional_put(self.upload_id, LOCK_NAME, self._body(),
-                                                     if_none_match=True)
+            self.etag = self._put_lock(if_none_match=True)
             if self.etag:
                 break
             if self._take_over_if_dead():
@@ -104,8 +109,7 @@ class Lease:
         if expires < time.time() or holder in _orphaned:
             # The holder died, stalled past its lease, or was ours and could not be released:
             # take over, unless somebody else did first (If-Match).
-            self.etag = self.objects.conditional_put(self.upload_id, LOCK_NAME, self._body(),
-                                                     if_match=etag)
+            self.etag = self._put_lock(if_match=etag)
             if self.etag:
                 _orphaned.discard(holder)
                 log.warning("took over stale lock upload_id=%s", self.upload_id)
@@ -143,17 +147,16 @@ class Lease:
         while not self._done.wait(poll) and not self.lost:
             try:
                 if time.monotonic() - last_renewal >= renew_every:
-                    etag = self.objects.conditional_put(self.upload_id, LOCK_NAME, self._body(),
-                                                        if_match=self.etag)
+                    etag = self._put_lock(if_match=self.etag)
                     if etag:
                         self.etag, last_renewal = etag, time.monotonic()
                         continue
                 current, etag = self.objects.read_object(self.upload_id, LOCK_NAME)
                 if etag == self.etag:
                     continue
-                holder, _, release = parse_lock(current)
+                holder, expires, release = parse_lock(current)
                 if holder == self.holder and release:
-                    self.etag, self._release_mark = etag, True
+                    self.etag, self._release_mark, self.expires_at = etag, True, expires
                     self._stop("handover")
                 else:
                     self._stop("lost")

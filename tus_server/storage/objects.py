@@ -8,6 +8,8 @@ values), so headers may be added and the bytes go out as they are.
 
 Every info write is conditional (`If-Match` on the ETag last read or written, `If-None-Match: *`
 at creation): a 412 means somebody else advanced the upload, and is raised as `WriteFenced`.
+Each info write carries a fresh `nonce`, so no two writes share an ETag (MinIO's ETag is the
+MD5 of the content).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import base64
 import collections
 import json
 import logging
+import secrets
 import threading
 from contextlib import contextmanager
 from datetime import timedelta
@@ -181,6 +184,7 @@ class Objects:
 
         Raises `WriteFenced` when another request wrote it since: the caller must stop.
         """
+        info.nonce = secrets.token_hex(8)
         data = json.dumps(info.to_dict(), separators=(",", ":")).encode()
         etag = self.conditional_put(info.id, INFO_NAME, data,
                                     if_match=if_match, if_none_match=if_match is None)

@@ -189,7 +189,10 @@ class ChunkWriter:
                 raise WriteFenced(f"chunk {index + 1} of upload {self.info.id} was written by "
                                   "another request")
         finally:
-            view.release()
+            try:
+                view.release()
+            except BufferError:  # the HTTP client still holds a view of it; the GC frees it
+                pass
 
     def _replace_leftover(self, key: str, view, headers: dict) -> Optional[str]:
         """A chunk exists past the offset: replace it only if no later writer has claimed."""

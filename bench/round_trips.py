@@ -1,0 +1,65 @@
+"""MinIO requests per tus request, counted at the store's connection pool.
+
+    .venv/bin/python -m bench.round_trips
+
+Starts its own MinIO and the app in this process (bucket layout, 5 MiB chunks) and prints, per
+kind of tus request, how many requests the store sent to MinIO and which.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import tempfile
+from pathlib import Path
+
+import requests
+
+from tests.helpers import ThreadedServer, create_url, head, metadata, patch
+from tests.minio_process import ACCESS_KEY, SECRET_KEY, MinioProcess
+from tus_server.app import create_app
+from tus_server.config import Settings
+from tus_server.minio_backend import MinioStore
+
+
+def main() -> None:
+    minio = MinioProcess(Path(tempfile.mkdtemp(prefix="tus-round-trips-"))).start()
+    try:
+        settings = Settings(minio_endpoint=minio.endpoint, minio_access_key=ACCESS_KEY,
+                            minio_secret_key=SECRET_KEY, cleanup_interval=0)
+        store = MinioStore(settings)
+        server = ThreadedServer(create_app(settings, store))
+        counts: collections.Counter = collections.Counter()
+        original = store.http.urlopen
+
+        def counting(method, url, *args, **kwargs):
+            counts[method] += 1
+            return original(method, url, *args, **kwargs)
+
+        store.http.urlopen = counting
+
+        def measure(label: str, call) -> None:
+            before = dict(counts)
+            status = call().status_code
+            diff = {k: v - before.get(k, 0) for k, v in counts.items() if v - before.get(k, 0)}
+            print(f"| {label} | {status} | {sum(diff.values())} | "
+                  + ", ".join(f"{n} {m}" for m, n in sorted(diff.items())) + " |")
+
+        size = settings.chunk_size
+        data = os.urandom(3 * size)
+        url = create_url(server.url, len(data), metadata(filename="x.bin"))
+        print("| tus request | status | MinIO requests | which |\n| --- | --- | ---: | --- |")
+        measure("PATCH of 5 MiB at a chunk boundary", lambda: patch(url, 0, data[:size]))
+        measure("PATCH of 1 MiB at a chunk boundary", lambda: patch(url, size, data[size:size + 2**20]))
+        measure("PATCH of 1 MiB inside a chunk", lambda: patch(url, size + 2**20, data[size + 2**20:size + 2**21]))
+        measure("HEAD", lambda: head(url))
+        measure("PATCH of the last 8 MiB (2 chunks, finishes)", lambda: patch(url, size + 2**21, data[size + 2**21:]))
+        measure("GET of the 15 MiB file (3 chunks)", lambda: requests.get(url))
+        measure("POST (creation)", lambda: requests.post(
+            server.url + "/files/", headers={"Tus-Resumable": "1.0.0", "Upload-Length": "10"}))
+        server.stop()
+    finally:
+        minio.stop()
+
+
+if __name__ == "__main__":
+    main()
