@@ -5,6 +5,9 @@
 # MinIO's community edition ships as source; this is the module version we build and test.
 MINIO_MODULE  := github.com/minio/minio
 MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
+# The reference tus server `make bench` measures next to ours (its S3 store, same MinIO).
+TUSD_MODULE   := github.com/tus/tusd/v2/cmd/tusd
+TUSD_VERSION  := v2.9.1
 
 PYTHON ?= python3
 VENV   := .venv
@@ -40,6 +43,12 @@ $(TOOLS)/minio:
 	mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) GOFLAGS=-trimpath go install $(MINIO_MODULE)@$(MINIO_VERSION)
 
+# tusd for `make bench`, built once like MinIO (a `tusd` symlinked into .tools/bin is used as is).
+$(TOOLS)/tusd:
+	@echo "building tusd $(TUSD_VERSION) from source (a minute or two, once)"
+	mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) GOFLAGS=-trimpath go install $(TUSD_MODULE)@$(TUSD_VERSION)
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
@@ -61,9 +70,10 @@ test: setup chromium
 chromium:
 	./scripts/ensure-chromium.sh
 
-# BENCH_ARGS="--scale 0.1" for a quick run.
-bench: setup
-	$(PY) -m bench.bench $(BENCH_ARGS)
+# tus-minio vs. tusd vs. MinIO direct; BENCH_ARGS="--scale 0.05" for a quick run,
+# "--profile" for py-spy summaries in bench-results/.
+bench: setup $(TOOLS)/tusd
+	TUSD_BIN=$(TOOLS)/tusd $(PY) -m bench.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

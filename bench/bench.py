@@ -1,544 +1,191 @@
-"""`make bench`: tus-minio against MinIO direct, every row measured in one run on one MinIO.
+"""`make bench`: tus-minio, tusd v2.9.1 (S3 store) and MinIO direct, side by side in one run.
 
-    python -m bench.bench [--scale F] [--skip-4g] [--workers N] [--threads N]
+    python -m bench.bench [--scale F] [--rows tuspy,one,...] [--profile] [--workers N] [--threads N]
 
-Starts its own MinIO (a temporary data folder) and the app under gunicorn with gthread workers
-on free ports, as `make run` serves it, and prints one Markdown table (also written to
-bench-results/latest.md):
+Starts its own MinIO (a temporary data folder), tus-minio under gunicorn as `make run` serves
+it (`-c python:tus_server.gunicorn_conf`) and tusd with its S3 store on the same MinIO, runs
+every row (bench/workloads.py) against each in turn and prints one Markdown table, with the
+targets of issue 12 as met / not met (also written to bench-results/latest.md).
 
-* upload of a 1 GiB file through tus (tuspy, 5 MiB PATCHes; and one single streamed PATCH)
-  vs. minio-py `put_object` of the same file;
-* download of it through `GET /files/<id>` vs. minio-py `get_object` of the direct object;
-* peak RSS of the app (gunicorn master + workers, summed, sampled every 50 ms) during the
-  1 GiB uploads and during a 4 GiB single-PATCH upload generated on the fly (never on disk);
-* 32 concurrent 64 MiB uploads (one PATCH each): aggregate MB/s and errors, vs. 32 concurrent
-  `put_object`s;
-* uploads created per second in each layout (`TUS_LAYOUT=bucket` and `prefix`, one app each).
-
-`--scale F` multiplies every size (and the creation-rate duration): 0.05 is a quick run.
-MB/s is 10^6 bytes per second. Client and servers share the machine, so the client's own CPU
-time (hashing what it sends and receives, in both the tus and the direct rows) counts too; each
-transfer row notes the CPU seconds the app (all gunicorn processes), MinIO and the client spent
-during it, which says where the time went.
+`--scale F` multiplies every size (1 GiB, 64 MiB, 10,000 listed uploads) and the
+creation-rate duration: 0.05 is a quick run. MB/s is 10^6 bytes per second. CPU s/GiB is the
+user + system CPU time of the server's processes (tus-minio: gunicorn master + workers; tusd:
+its process) over the row, per GiB moved; MinIO's own CPU is in the notes. `--profile` runs
+py-spy against the app during an extra one-PATCH upload and download and writes "top"
+summaries to bench-results/.
 """
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime
-import hashlib
 import os
 import platform
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+import traceback
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import psutil
-import requests
 from minio import Minio
-from tusclient import client as tus_client
 
-from tests.minio_process import ACCESS_KEY, ROOT, SECRET_KEY, MinioProcess, free_port
+from bench.bodies import GIB, MIB, Blocks
+from bench.meters import PySpy, tree_rss
+from bench.servers import TUSD_BUCKET, TUSD_VERSION, App, Tusd, make_bucket
+from bench.workloads import DIRECT_BUCKET, ROWS, Context, Row
+from tests.minio_process import ACCESS_KEY, ROOT, SECRET_KEY, MinioProcess
 
-MIB = 1024 * 1024
-GIB = 1024 * MIB
-TUS = {"Tus-Resumable": "1.0.0"}
-OCTET = {"Content-Type": "application/offset+octet-stream"}
-DIRECT_BUCKET = "bench-direct"
-RESULTS = ROOT / "bench-results" / "latest.md"
-
-
-# ------------------------------------------------------------------------------ helpers
-def mb_per_s(size: int, seconds: float) -> float:
-    return size / seconds / 1e6 if seconds > 0 else float("inf")
-
-
-def human(size: int) -> str:
-    if size >= GIB and size % GIB == 0:
-        return f"{size // GIB} GiB"
-    if size >= GIB:
-        return f"{size / GIB:.2f} GiB"
-    if size % MIB == 0:
-        return f"{size // MIB} MiB"
-    return f"{size / MIB:.1f} MiB"
+RESULTS = ROOT / "bench-results"
 
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-class Blocks:
-    """A few MiB of random bytes, repeated: fast to generate, incompressible per block."""
-
-    def __init__(self, count: int = 16):
-        self.blocks = [os.urandom(MIB) for _ in range(count)]
-
-    def piece(self, index: int) -> bytes:
-        return self.blocks[index % len(self.blocks)]
+ONCE = {"listing", "leak_check"}  # slow, and not a rate: not repeated
 
 
-def write_file(path: Path, size: int, blocks: Blocks) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "wb") as out:
-        written, index = 0, 0
-        while written < size:
-            piece = blocks.piece(index)[:size - written]
-            # Vary the bytes per MiB so no two MiB of the file are alike.
-            piece = index.to_bytes(8, "big") + piece[8:] if len(piece) >= 8 else piece
-            hasher.update(piece)
-            out.write(piece)
-            written += len(piece)
-            index += 1
-    return hasher.hexdigest()
-
-
-class GeneratedBody:
-    """A request body of `size` generated bytes with a known length (so requests sends
-    Content-Length), hashed as it goes out; nothing is stored. MiB `i` is block `i + salt`
-    with its first 8 bytes replaced by `i + salt`, so no two MiB are alike."""
-
-    def __init__(self, size: int, blocks: Blocks, salt: int = 0):
-        self.size = size
-        self.blocks = blocks
-        self.salt = salt
-        self.produced = 0
-        self.index = 0
-        self.pending = memoryview(b"")
-        self.hasher = hashlib.sha256()
-
-    def __len__(self) -> int:
-        return self.size - self.produced + len(self.pending)
-
-    def _next_piece(self) -> None:
-        number = self.index + self.salt
-        piece = number.to_bytes(8, "big") + self.blocks.piece(number)[8:]
-        piece = piece[:self.size - self.produced]
-        self.hasher.update(piece)
-        self.produced += len(piece)
-        self.index += 1
-        self.pending = memoryview(piece)
-
-    def read(self, amount: int = -1) -> bytes:
-        if not self.pending:
-            if self.produced >= self.size:
-                return b""
-            self._next_piece()
-        if amount is None or amount < 0:
-            amount = len(self.pending)
-        out, self.pending = self.pending[:amount], self.pending[amount:]
-        return out.tobytes()
-
-
-class RssSampler:
-    """Peak summed RSS of a process and its children, sampled every `interval` seconds."""
-
-    def __init__(self, pid: int, interval: float = 0.05):
-        self.root = psutil.Process(pid)
-        self.interval = interval
-        self.peak = 0
-        self.baseline = self.current()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def current(self) -> int:
-        total = 0
-        try:
-            processes = [self.root] + self.root.children(recursive=True)
-        except psutil.NoSuchProcess:
-            return 0
-        for process in processes:
-            try:
-                total += process.memory_info().rss
-            except psutil.NoSuchProcess:
-                continue
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.current())
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "RssSampler":
-        self.baseline = self.current()
-        self.peak = self.baseline
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.current())
-
-
-def tree_cpu(pid: Optional[int], recursive: bool = True) -> float:
-    """User + system CPU seconds of a process (and its descendants) so far."""
-    if pid is None:
-        return 0.0
-    try:
-        root = psutil.Process(pid)
-        processes = [root] + (root.children(recursive=True) if recursive else [])
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
-    for process in processes:
-        try:
-            times = process.cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            continue
-    return total
-
-
-class CpuMeter:
-    """Wall time and CPU seconds spent by the app (all gunicorn processes), MinIO and this
-    client process while a block runs: where the time goes."""
-
-    app_pid: Optional[int] = None
-    minio_pid: Optional[int] = None
-
-    def __enter__(self) -> "CpuMeter":
-        self._start = self._sample()
-        self._wall = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.wall = time.perf_counter() - self._wall
-        end = self._sample()
-        self.app, self.minio, self.client = (b - a for a, b in zip(self._start, end))
-
-    def _sample(self) -> tuple[float, float, float]:
-        return (tree_cpu(self.app_pid), tree_cpu(self.minio_pid),
-                tree_cpu(os.getpid(), recursive=False))
-
-    def note(self, with_app: bool = True) -> str:
-        parts = [f"app {self.app:.1f}"] if with_app else []
-        parts += [f"MinIO {self.minio:.1f}", f"client {self.client:.1f}"]
-        return "CPU s: " + ", ".join(parts)
-
-
-# ------------------------------------------------------------------------------ the app
-class App:
-    """The app under gunicorn, as scripts/run.sh starts it (gthread workers)."""
-
-    def __init__(self, minio: MinioProcess, workdir: Path, layout: str, workers: int, threads: int,
-                 name: str = "", extra_env: Optional[dict] = None):
-        self.port = free_port()
-        self.layout = layout
-        env = dict(os.environ)
-        env.update({
-            "MINIO_ENDPOINT": minio.endpoint, "MINIO_ACCESS_KEY": ACCESS_KEY,
-            "MINIO_SECRET_KEY": SECRET_KEY, "TUS_LAYOUT": layout, "TUS_BUCKET": "tus-bench",
-            "TUS_CLEANUP_INTERVAL": "0", "HOST": "127.0.0.1", "PORT": str(self.port),
-        })
-        env.update(extra_env or {})
-        name = name or layout
-        self.log_path = workdir / f"gunicorn-{name}.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "tus_server.wsgi:app",
-             "--bind", f"127.0.0.1:{self.port}", "--worker-class", "gthread",
-             "--workers", str(workers), "--threads", str(threads), "--timeout", "300",
-             "--no-control-socket", "--access-logfile", str(workdir / f"access-{name}.log")],
-            cwd=ROOT, env=env, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
-            start_new_session=True)
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited; see {self.log_path}")
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn did not start; see {self.log_path}")
-            time.sleep(0.1)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def files_url(self) -> str:
-        return self.url + "/files/"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-
-def create_upload(app: App, length: int, filename: str, session=requests) -> str:
-    meta = "filename " + base64.b64encode(filename.encode()).decode()
-    response = session.post(app.files_url, headers={**TUS, "Upload-Length": str(length),
-                                                    "Upload-Metadata": meta})
-    if response.status_code != 201:
-        raise RuntimeError(f"creation answered {response.status_code}: {response.text}")
-    return response.headers["Location"]
-
-
-def single_patch(url: str, body, length: int) -> None:
-    response = requests.patch(url, data=body, timeout=3600, headers={
-        **TUS, **OCTET, "Upload-Offset": "0"})  # requests sets Content-Length: len(body)
-    if response.status_code != 204 or int(response.headers["Upload-Offset"]) != length:
-        raise RuntimeError(f"PATCH answered {response.status_code}: {response.text[:200]}")
-
-
-def terminate(url: str) -> None:
-    requests.delete(url, headers=TUS)
-
-
-def repr_digest_hex(url: str, timeout: float = 120) -> Optional[str]:
-    """The server's whole-file SHA-256 (Repr-Digest), waiting for a background pass if any."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with requests.get(url, stream=True) as response:
-            digest = response.headers.get("Repr-Digest")
-        if digest:
-            return base64.b64decode(digest.split(":")[1]).hex()
-        time.sleep(0.5)
-    return None
-
-
-def read_all(chunks: Iterator[bytes]) -> tuple[int, str]:
-    hasher = hashlib.sha256()
-    size = 0
-    for piece in chunks:
-        hasher.update(piece)
-        size += len(piece)
-    return size, hasher.hexdigest()
+def median_row(runs: list[Row]) -> Row:
+    """The first run's row with each server's result replaced by its median run's (by value);
+    a failed check in any run stays failed."""
+    row = runs[0]
+    if len(runs) == 1:
+        return row
+    for other in ("direct", "tusd"):  # ratios within each run, then their median
+        ratios = sorted(r for r in (_ratio(run, "ours", other) for run in runs) if r is not None)
+        if ratios:
+            row.ratios[other] = ratios[(len(ratios) - 1) // 2]
+    for name in list(row.results):
+        results = sorted((run.results[name] for run in runs if name in run.results),
+                         key=lambda r: r.value)
+        chosen = results[(len(results) - 1) // 2]
+        if any(r.ok is False for r in results):
+            chosen.ok = False
+        chosen.check += f"; median of {len(results)}: " + ", ".join(
+            f"{r.value:.0f}" for r in results)
+        row.results[name] = chosen
+    return row
 
 
 # ------------------------------------------------------------------------------ the table
-@dataclass
-class Row:
-    what: str
-    tus: str
-    direct: str = ""
-    ratio: str = ""
-    note: str = ""
+def _value(row: Row, name: str) -> str:
+    result = row.results.get(name)
+    if result is None:
+        return ""
+    digits = 1 if row.unit == "ms" and result.value < 10 else 0
+    return f"{result.value:.{digits}f} {row.unit}"
 
 
-@dataclass
-class Report:
-    rows: list[Row] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    def add(self, *args, **kwargs) -> None:
-        row = Row(*args, **kwargs)
-        self.rows.append(row)
-        log(f"{row.what}: {row.tus} | {row.direct} | {row.ratio} {row.note}")
-
-    def markdown(self) -> str:
-        lines = ["| measurement | tus-minio | MinIO direct | ratio | notes |",
-                 "| --- | ---: | ---: | ---: | --- |"]
-        for r in self.rows:
-            lines.append(f"| {r.what} | {r.tus} | {r.direct} | {r.ratio} | {r.note} |")
-        return "\n".join(lines)
+def _ratio(row: Row, a: str, b: str) -> Optional[float]:
+    if a == "ours" and b in row.ratios:
+        return row.ratios[b]
+    ra, rb = row.results.get(a), row.results.get(b)
+    if ra is None or rb is None or row.unit not in ("MB/s", "/s") or not rb.value:
+        return None
+    return ra.value / rb.value
 
 
-def ratio(tus: float, direct: float) -> str:
-    return f"{tus / direct:.2f}x" if direct else "n/a"
+def _fmt_ratio(value: Optional[float]) -> str:
+    return "" if value is None else f"{value:.2f}x"
 
 
-def mib(size: int) -> str:
-    return f"{size / MIB:.0f} MiB"
+def _pair(row: Row, attr: str, fmt) -> str:
+    values = []
+    for name in ("ours", "tusd"):
+        result = row.results.get(name)
+        value = getattr(result, attr) if result is not None else None
+        values.append("-" if value is None else fmt(value))
+    return " / ".join(values)
 
 
-# ------------------------------------------------------------------------------ measurements
-def bench_one_file(report: Report, app: App, client: Minio, workdir: Path, size: int,
-                   blocks: Blocks, wide_app: Optional[App] = None) -> None:
-    path = workdir / "upload.bin"
-    log(f"writing a {human(size)} test file")
-    digest = write_file(path, size, blocks)
-
-    client.make_bucket(DIRECT_BUCKET)
-    with CpuMeter() as direct_put:
-        client.fput_object(DIRECT_BUCKET, "upload.bin", str(path))
-    direct_rate = mb_per_s(size, direct_put.wall)
-
-    # tuspy, 5 MiB PATCHes, one request (and connection) per chunk.
-    sampler = RssSampler(app.proc.pid)
-    uploader = tus_client.TusClient(app.files_url).uploader(
-        str(path), chunk_size=5 * MIB, metadata={"filename": "upload.bin"})
-    with sampler, CpuMeter() as tuspy:
-        uploader.upload()
-    tuspy_rss = sampler
-    tuspy_rate = mb_per_s(size, tuspy.wall)
-    tuspy_ok = repr_digest_hex(uploader.url) == digest
-    report.add(f"upload {human(size)}, tuspy 5 MiB PATCHes", f"{tuspy_rate:.0f} MB/s",
-               f"{direct_rate:.0f} MB/s", ratio(tuspy_rate, direct_rate),
-               f"{tuspy.note()}; direct: minio-py fput_object (5 MiB parts, 3 in parallel), "
-               f"{direct_put.note(with_app=False)}"
-               + ("" if tuspy_ok else "; **SHA-256 MISMATCH**"))
-    if not tuspy_ok:
-        report.problems.append("tuspy upload digest mismatch")
-    terminate(uploader.url)
-
-    # One PATCH streaming the whole file.
-    url = create_upload(app, size, "upload.bin")
-    sampler = RssSampler(app.proc.pid)
-    with open(path, "rb") as source, sampler, CpuMeter() as one_patch:
-        single_patch(url, source, size)
-    patch_rss = sampler
-    patch_rate = mb_per_s(size, one_patch.wall)
-    patch_ok = repr_digest_hex(url) == digest
-    report.add(f"upload {human(size)}, one PATCH", f"{patch_rate:.0f} MB/s",
-               f"{direct_rate:.0f} MB/s", ratio(patch_rate, direct_rate),
-               one_patch.note() + ("" if patch_ok else "; **SHA-256 MISMATCH**"))
-    if not patch_ok:
-        report.problems.append("single-PATCH upload digest mismatch")
-
-    if wide_app is not None:
-        # The same PATCH with TUS_WRITE_BUFFERS=4: three chunk PUTs in flight instead of one.
-        wide_url = create_upload(wide_app, size, "upload.bin")
-        with open(path, "rb") as source, CpuMeter() as wide_patch:
-            single_patch(wide_url, source, size)
-        wide_rate = mb_per_s(size, wide_patch.wall)
-        wide_ok = repr_digest_hex(wide_url) == digest
-        report.add(f"upload {human(size)}, one PATCH, TUS_WRITE_BUFFERS=4", f"{wide_rate:.0f} MB/s",
-                   f"{direct_rate:.0f} MB/s", ratio(wide_rate, direct_rate),
-                   "three chunk PUTs in flight (the default, 2 buffers, has one)"
-                   + ("" if wide_ok else "; **SHA-256 MISMATCH**"))
-        if not wide_ok:
-            report.problems.append("TUS_WRITE_BUFFERS=4 upload digest mismatch")
-        terminate(wide_url)
-
-    # Downloads: the tus upload just made vs. the object put directly.
-    def tus_download():
-        with requests.get(url, stream=True) as response:
-            response.raise_for_status()
-            return read_all(response.iter_content(MIB))
-
-    def direct_download():
-        response = client.get_object(DIRECT_BUCKET, "upload.bin")
-        try:
-            return read_all(response.stream(MIB))
-        finally:
-            response.close()
-            response.release_conn()
-
-    with CpuMeter() as direct_get:
-        direct_result = direct_download()
-    with CpuMeter() as tus_get:
-        tus_result = tus_download()
-    get_ok = tus_result == (size, digest) and direct_result == (size, digest)
-    tus_rate, direct_rate = mb_per_s(size, tus_get.wall), mb_per_s(size, direct_get.wall)
-    report.add(f"download {human(size)}, GET /files/<id>", f"{tus_rate:.0f} MB/s",
-               f"{direct_rate:.0f} MB/s", ratio(tus_rate, direct_rate),
-               f"{tus_get.note()}; direct: minio-py get_object, {direct_get.note(with_app=False)}"
-               + ("" if get_ok else "; **SHA-256 MISMATCH**"))
-    if not get_ok:
-        report.problems.append("download digest mismatch")
-
-    report.add(f"peak RSS of the app, {human(size)} upload (tuspy)", mib(tuspy_rss.peak), "", "",
-               f"before: {mib(tuspy_rss.baseline)}; gunicorn master + workers, RSS summed")
-    report.add(f"peak RSS of the app, {human(size)} upload (one PATCH)", mib(patch_rss.peak),
-               "", "", f"before: {mib(patch_rss.baseline)}")
-
-    terminate(url)
-    client.remove_object(DIRECT_BUCKET, "upload.bin")
-    path.unlink()
+def _checks(row: Row) -> str:
+    marks = []
+    for name in ("ours", "tusd", "direct"):
+        result = row.results.get(name)
+        if result is None or (result.ok is None and not result.check):
+            continue
+        mark = {True: "ok", False: "**FAILED**", None: "n/a"}[result.ok]
+        marks.append(f"{name} {mark}" + (f" ({result.check})" if result.check else ""))
+    return "; ".join(marks)
 
 
-def bench_generated_patch(report: Report, app: App, size: int, blocks: Blocks) -> None:
-    log(f"{human(size)} single PATCH from a generator")
-    url = create_upload(app, size, "generated.bin")
-    body = GeneratedBody(size, blocks, salt=7)
-    sampler = RssSampler(app.proc.pid)
-    with sampler, CpuMeter() as meter:
-        single_patch(url, body, size)
-    digest_ok = repr_digest_hex(url) == body.hasher.hexdigest()
-    report.add(f"peak RSS of the app, {human(size)} upload (one PATCH, generated)",
-               mib(sampler.peak), "", "",
-               f"before: {mib(sampler.baseline)}; {mb_per_s(size, meter.wall):.0f} MB/s, "
-               f"{meter.note()}"
-               + ("" if digest_ok else "; **SHA-256 MISMATCH**"))
-    if not digest_ok:
-        report.problems.append("4 GiB upload digest mismatch")
-    terminate(url)
+def markdown(rows: list[Row]) -> str:
+    lines = ["| row | tus-minio | tusd | MinIO direct | vs direct | vs tusd | CPU s/GiB "
+             "ours / tusd | peak RSS MiB ours / tusd | checks | notes |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+    for row in rows:
+        cpu = _pair(row, "cpu_per_gib", lambda v: f"{v:.2f}") if row.unit == "MB/s" else ""
+        rss = _pair(row, "rss", lambda v: f"{v / MIB:.0f}") if row.unit != "ms" else ""
+        minio = [f"{name} {row.results[name].minio_cpu:.1f}" for name in ("ours", "tusd", "direct")
+                 if name in row.results and row.results[name].minio_cpu is not None]
+        note = row.note + (("; " if row.note else "") + "MinIO CPU s: " + ", ".join(minio)
+                           if minio and row.unit == "MB/s" else "")
+        lines.append(f"| {row.what} | {_value(row, 'ours')} | {_value(row, 'tusd')} | "
+                     f"{_value(row, 'direct')} | {_fmt_ratio(_ratio(row, 'ours', 'direct'))} | "
+                     f"{_fmt_ratio(_ratio(row, 'ours', 'tusd'))} | {cpu} | {rss} | "
+                     f"{_checks(row)} | {note} |")
+    return "\n".join(lines)
 
 
-def bench_concurrent(report: Report, app: App, client: Minio, count: int, size: int,
-                     blocks: Blocks) -> None:
-    log(f"{count} concurrent uploads of {human(size)}")
-    errors: list[str] = []
-    urls = [create_upload(app, size, f"concurrent{i}.bin") for i in range(count)]
-    digests: dict[str, str] = {}
+def targets(rows: list[Row]) -> list[tuple[str, Optional[bool], str]]:
+    """Issue 12's targets: (target, met (None: not measured), the measured value)."""
+    by = {row.key: row for row in rows}
+    out = []
 
-    def one(index: int) -> None:
-        body = GeneratedBody(size, blocks, salt=1000 * index)
-        try:
-            single_patch(urls[index], body, size)
-            digests[urls[index]] = body.hasher.hexdigest()
-        except Exception as exc:  # counted, not fatal
-            errors.append(f"{type(exc).__name__}: {exc}"[:200])
+    def ratio_target(key, a, b, floor, text):
+        row = by.get(key)
+        value = _ratio(row, a, b) if row else None
+        out.append((text, None if value is None else value >= floor, _fmt_ratio(value)))
 
-    sampler = RssSampler(app.proc.pid)
-    with sampler, CpuMeter() as meter, ThreadPoolExecutor(max_workers=count) as pool:
-        list(pool.map(one, range(count)))
-    tus_rate = mb_per_s(count * size, meter.wall)
-    for url in list(digests)[:4]:  # spot-check the server's digests
-        if repr_digest_hex(url) != digests[url]:
-            errors.append(f"digest mismatch {url}")
+    ratio_target("tuspy", "ours", "direct", 0.8, "5 MiB PATCHes >= 0.8x MinIO direct")
+    ratio_target("one", "ours", "direct", 0.9, "one PATCH >= 0.9x MinIO direct")
+    ratio_target("get", "ours", "direct", 0.9, "download >= 0.9x MinIO direct")
+    ratio_target("tuspy", "ours", "tusd", 1.5, "5 MiB PATCHes >= 1.5x tusd")
+    behind = [(row.what, _ratio(row, "ours", "tusd")) for row in rows
+              if _ratio(row, "ours", "tusd") is not None]
+    out.append(("ahead of tusd on every row", all(v > 1 for _, v in behind) if behind else None,
+                ", ".join(f"{what}: {v:.2f}x" for what, v in behind if v <= 1) or "all ahead"))
+    for key, ceiling, text in (("one", 1.2, "our CPU <= 1.2 s/GiB up (one PATCH)"),
+                               ("get", 0.5, "our CPU <= 0.5 s/GiB down")):
+        result = by[key].results.get("ours") if key in by else None
+        value = result.cpu_per_gib if result else None
+        out.append((text, None if value is None else value <= ceiling,
+                    "" if value is None else f"{value:.2f} s/GiB"))
+    leak = by.get("leak")
+    result = leak.results.get("ours") if leak else None
+    out.append(("RSS back within 20% after 100 uploads (leak check)",
+                None if result is None else result.ok, result.check if result else ""))
+    one = by.get("one")
+    first = one.results.get("ours") if one else None
+    if first and first.rss and first.rss_before:
+        growth = first.rss / first.rss_before
+        out.append(("RSS flat in file size (one-PATCH row: peak within 20% of the RSS before it)",
+                    growth <= 1.2, f"{first.rss_before / MIB:.0f} -> {first.rss / MIB:.0f} MiB "
+                                   f"({growth:.2f}x)"))
+    else:
+        out.append(("RSS flat in file size (one-PATCH row: peak within 20% of the RSS before it)",
+                    None, ""))
+    listing = by.get("list")
+    if listing and "ours@100" in listing.results:
+        value = listing.results["ours"].value / listing.results["ours@100"].value
+        out.append(("listing page with 10,000 stored within 2x of with 100", value <= 2,
+                    f"{value:.2f}x"))
+    else:
+        out.append(("listing page with 10,000 stored within 2x of with 100", None, ""))
+    failed = [f"{row.key}/{name}" for row in rows for name, r in row.results.items()
+              if r.ok is False]
+    out.append(("every transfer's SHA-256 verified", not failed, ", ".join(failed) or "all"))
+    return out
 
-    def direct(index: int) -> None:
-        body = GeneratedBody(size, blocks, salt=1000 * index)
-        client.put_object(DIRECT_BUCKET, f"concurrent{index}.bin", body, size)
 
-    with CpuMeter() as direct_meter, ThreadPoolExecutor(max_workers=count) as pool:
-        list(pool.map(direct, range(count)))
-    direct_rate = mb_per_s(count * size, direct_meter.wall)
-    report.add(f"{count} concurrent uploads of {human(size)} (one PATCH each)",
-               f"{tus_rate:.0f} MB/s, {len(errors)} errors", f"{direct_rate:.0f} MB/s",
-               ratio(tus_rate, direct_rate),
-               f"aggregate; peak app RSS {mib(sampler.peak)}; {meter.note()}; direct: {count} "
-               f"put_object threads, {direct_meter.note(with_app=False)}")
-    if errors:
-        report.problems.extend(errors[:5])
-    for url in urls:
-        terminate(url)
-    for index in range(count):
-        client.remove_object(DIRECT_BUCKET, f"concurrent{index}.bin")
-
-
-def bench_creation(report: Report, apps: dict[str, App], seconds: float, threads: int = 8) -> None:
-    for layout, app in apps.items():
-        log(f"creating uploads for {seconds:.0f}s, layout {layout}")
-        created = [0] * threads
-        failed = [0] * threads
-        stop_at = time.monotonic() + seconds
-
-        def loop(slot: int) -> None:
-            session = requests.Session()
-            while time.monotonic() < stop_at:
-                response = session.post(app.files_url, headers={**TUS, "Upload-Length": "1"})
-                if response.status_code == 201:
-                    created[slot] += 1
-                else:
-                    failed[slot] += 1
-
-        start = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            list(pool.map(loop, range(threads)))
-        elapsed = time.perf_counter() - start
-        report.add(f"uploads created per second, TUS_LAYOUT={layout}",
-                   f"{sum(created) / elapsed:.0f} /s", "", "",
-                   f"{sum(created)} POST /files in {elapsed:.1f}s from {threads} clients, "
-                   f"{sum(failed)} errors")
-        if sum(failed):
-            report.problems.append(f"{sum(failed)} creations failed in layout {layout}")
+def targets_markdown(results) -> str:
+    lines = ["| target | result | measured |", "| --- | --- | --- |"]
+    for text, met, value in results:
+        mark = {True: "met", False: "**not met**", None: "not measured"}[met]
+        lines.append(f"| {text} | {mark} | {value} |")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------ main
@@ -546,81 +193,137 @@ def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+            cpu = next(line.split(":", 1)[1].strip() for line in info
+                       if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     return f"{os.cpu_count()} CPUs ({cpu}), {psutil.virtual_memory().total / GIB:.0f} GiB RAM"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.bench", description=__doc__.split("\n")[0])
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m bench.bench",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every size (0.05: quick)")
-    parser.add_argument("--skip-4g", action="store_true", help="leave out the 4 GiB upload")
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", 2)))
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", 16)))
+    parser.add_argument("--rows", default="", help="comma-separated row keys: " +
+                        ",".join(f.__name__ for f in ROWS) + " (default: all)")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy the app during an extra one-PATCH upload and download")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the transfer rows N times, interleaved; report each server's "
+                             "median (the listing and leak rows run once)")
+    parser.add_argument("--workers", type=int, help="gunicorn workers (default: gunicorn_conf's)")
+    parser.add_argument("--threads", type=int, help="threads per worker (default: gunicorn_conf's)")
+    parser.add_argument("--tusd-part-size", type=int, help="tusd -s3-part-size (default: tusd's)")
     parser.add_argument("--tmpdir", default=os.environ.get("BENCH_TMPDIR"),
-                        help="where the test file and MinIO's data go (default: system temp)")
-    parser.add_argument("--output", default=str(RESULTS))
+                        help="where MinIO's data and the test file go (default: system temp)")
+    parser.add_argument("--output", default=str(RESULTS / "latest.md"))
     args = parser.parse_args(argv)
 
     scale = args.scale
-    one_gib = max(MIB, int(GIB * scale) // MIB * MIB)
-    four_gib = max(MIB, int(4 * GIB * scale) // MIB * MIB)
-    concurrent_size = max(MIB, int(64 * MIB * scale) // MIB * MIB)
-    creation_seconds = max(2.0, 10 * scale)
+    size = max(MIB, int(GIB * scale) // MIB * MIB)
+    each = max(MIB, int(64 * MIB * scale) // MIB * MIB)
+    listing_count = 10_000 if scale >= 1 else max(100, int(10_000 * scale))
+    wanted = {name.strip() for name in args.rows.split(",") if name.strip()}
+    rows_to_run = [f for f in ROWS if not wanted or f.__name__ in wanted]
 
     workdir = Path(tempfile.mkdtemp(prefix="tus-bench-", dir=args.tmpdir))
-    need = one_gib * 2 + max(one_gib, 0 if args.skip_4g else four_gib, 32 * concurrent_size * 2)
+    need = 3 * size + 2 * 32 * each + GIB // 2
     free = shutil.disk_usage(workdir).free
-    if free < need + GIB // 2:
+    if free < need:
         shutil.rmtree(workdir, ignore_errors=True)
-        print(f"not enough disk space in {workdir.parent}: {free / GIB:.1f} GiB free, "
-              f"about {(need + GIB // 2) / GIB:.1f} GiB needed (use --scale or --tmpdir)",
-              file=sys.stderr)
+        print(f"not enough disk space in {workdir.parent}: {free / GIB:.1f} GiB free, about "
+              f"{need / GIB:.1f} GiB needed (use --scale or --tmpdir)", file=sys.stderr)
         return 2
 
-    report = Report()
-    minio = apps = None
+    rows: list[Row] = []
+    rss_start: dict[str, int] = {}
+    rss_end: dict[str, int] = {}
+    problems: list[str] = []
+    minio = app = tusd = None
+    extra_apps: list[App] = []
     started = time.time()
+    load_before = os.getloadavg()
     try:
         log(f"working in {workdir} ({free / GIB:.0f} GiB free)")
         minio = MinioProcess(workdir / "minio").start()
         client = Minio(minio.endpoint, ACCESS_KEY, SECRET_KEY, secure=False)
-        apps = {layout: App(minio, workdir, layout, args.workers, args.threads)
-                for layout in ("bucket", "prefix")}
-        apps["wide"] = App(minio, workdir, "bucket", args.workers, args.threads, name="wide",
-                           extra_env={"TUS_WRITE_BUFFERS": "4"})
-        CpuMeter.app_pid, CpuMeter.minio_pid = apps["bucket"].proc.pid, minio.proc.pid
-        blocks = Blocks()
-        bench_one_file(report, apps["bucket"], client, workdir, one_gib, blocks, apps["wide"])
-        if not args.skip_4g:
-            bench_generated_patch(report, apps["bucket"], four_gib, blocks)
-        bench_concurrent(report, apps["bucket"], client, 32, concurrent_size, blocks)
-        bench_creation(report, {k: apps[k] for k in ("bucket", "prefix")}, creation_seconds)
+        make_bucket(client, DIRECT_BUCKET)
+        make_bucket(client, TUSD_BUCKET)
+        app = App(minio, workdir, "bucket", args.workers, args.threads, label="bench")
+        tusd = Tusd(minio, workdir, args.tusd_part_size)
+        time.sleep(1)
+        rss_start = {"tus-minio": tree_rss(app.pid), "tusd": tree_rss(tusd.pid)}
+
+        def make_app(**kwargs) -> App:
+            extra = App(minio, workdir, workers=args.workers, threads=args.threads, **kwargs)
+            extra_apps.append(extra)
+            return extra
+
+        profiler = PySpy(app.pid, Path(args.output).parent) if args.profile else None
+        ctx = Context(app=app, tusd=tusd, client=client, minio_pid=minio.proc.pid,
+                      blocks=Blocks(), workdir=workdir, size=size, each=each,
+                      seconds=max(2.0, 10 * scale), listing_count=listing_count,
+                      make_app=make_app,
+                      profile=profiler)
+        runs: dict[str, list[Row]] = {}
+        for repetition in range(max(1, args.repeat)):
+            ctx.urls.clear()
+            for workload in rows_to_run:
+                name = workload.__name__
+                if repetition and name in ONCE:
+                    continue
+                if name == "download_row" and "digest" not in ctx.urls:
+                    continue  # the download reads the one-PATCH uploads
+                log(f"row {name}" + (f", run {repetition + 1}" if args.repeat > 1 else ""))
+                ctx.profile = profiler if repetition == 0 else None
+                try:
+                    row = workload(ctx)
+                except Exception as exc:
+                    traceback.print_exc()
+                    problems.append(f"{name}: {type(exc).__name__}: {exc}"[:300])
+                    continue
+                runs.setdefault(name, []).append(row)
+                log(" | ".join(f"{key} {r.value:.1f}" for key, r in row.results.items()))
+        rows = [median_row(runs[f.__name__]) for f in rows_to_run if f.__name__ in runs]
+        rss_end = {"tus-minio": tree_rss(app.pid), "tusd": tree_rss(tusd.pid)}
     finally:
-        for app in (apps or {}).values():
-            app.stop()
+        for server in [app, tusd, *extra_apps]:
+            if server is not None:
+                server.stop()
         if minio is not None:
             minio.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    command = "make bench" + (f' BENCH_ARGS="{" ".join(sys.argv[1:] if argv is None else argv)}"'
-                              if (sys.argv[1:] if argv is None else argv) else "")
+    load_after = os.getloadavg()
+    command = "make bench" + (f' BENCH_ARGS="{" ".join(argv)}"' if argv else "")
     header = (f"tus-minio benchmark, {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, "
               f"`{command}` (scale {scale:g}), {time.time() - started:.0f}s\n\n"
-              f"Machine: {machine()}. App: gunicorn gthread, {args.workers} workers x "
-              f"{args.threads} threads, 5 MiB chunk objects. One local MinIO (single drive), "
-              f"client on the same machine. CPU s: CPU seconds spent during the row by the app, "
-              f"MinIO and the benchmark client.\n")
-    text = header + "\n" + report.markdown() + "\n"
-    if report.problems:
-        text += "\nProblems:\n" + "".join(f"- {p}\n" for p in report.problems)
+              f"Machine: {machine()}; client, servers and one MinIO (single drive) on it; "
+              f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after. "
+              f"tus-minio: gunicorn with tus_server.gunicorn_conf"
+              + (f", {args.workers} workers" if args.workers else "")
+              + (f", {args.threads} threads" if args.threads else "")
+              + f". tusd {TUSD_VERSION}: S3 store, part size "
+              + (f"{args.tusd_part_size / MIB:g} MiB" if args.tusd_part_size else "50 MiB (default)")
+              + ", content hashes on (default). Digests: tus-minio's Repr-Digest; tusd's and "
+              "MinIO direct's by downloading and hashing. RSS over the whole run: "
+              + ", ".join(f"{name} {rss_start[name] / MIB:.0f} MiB at start, "
+                          f"{rss_end[name] / MIB:.0f} at the end" for name in rss_start)
+              + (f". Transfer rows: median of {args.repeat} interleaved runs (ratios: median "
+                 f"of each run's ratio)" if args.repeat > 1 else "") + ".\n")
+    target_results = targets(rows)
+    text = (header + "\n" + markdown(rows) + "\n\nTargets (issue 12):\n\n"
+            + targets_markdown(target_results) + "\n")
+    if problems:
+        text += "\nProblems:\n" + "".join(f"- {p}\n" for p in problems)
     print(text)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
     log(f"written to {output}")
-    return 1 if report.problems else 0
+    failed = any(r.ok is False for row in rows for r in row.results.values())
+    return 1 if problems or failed else 0
 
 
 if __name__ == "__main__":
