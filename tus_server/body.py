@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import select
+import socket
 import ssl
 import threading
 import time
@@ -73,6 +74,7 @@ class _PatientSocket:
         self._poll = select.poll()
         self._poll.register(sock, select.POLLIN | select.POLLPRI)
         self._stop_deadline: Optional[float] = None
+        self._plain = not isinstance(sock, ssl.SSLSocket)  # TLS sockets take no recv flags
 
     def __getattr__(self, name):
         return getattr(self._sock, name)
@@ -99,9 +101,19 @@ class _PatientSocket:
                 raise TimeoutError("request body silent")
 
     def recv(self, size: int, *flags) -> bytes:
+        if self._plain and not self._body.stop_reason:
+            try:  # bytes already waiting: no poll() first (most reads of a fast upload)
+                return self._sock.recv(size, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                pass
         return self._sock.recv(size, *flags) if self._allowed() else b""
 
     def recv_into(self, buffer, nbytes: int = 0, *flags) -> int:
+        if self._plain and not self._body.stop_reason:
+            try:
+                return self._sock.recv_into(buffer, nbytes, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                pass
         return self._sock.recv_into(buffer, nbytes, *flags) if self._allowed() else 0
 
 
