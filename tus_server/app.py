@@ -12,7 +12,8 @@ from flask import Flask, jsonify, request, send_from_directory
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import errors
+from . import auth, errors
+from . import listing  # noqa: F401  (registers GET /files on the tus blueprint)
 from .checksums import ALGORITHMS
 from .config import Settings
 from .downloads import bp as downloads_bp
@@ -136,9 +137,10 @@ class Sweeper:
 
 def create_app(settings: Optional[Settings] = None, store: Optional[Store] = None) -> Flask:
     settings = settings or Settings.from_env()
-    store = store or MinioStore(settings)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    auth.check_mode(settings)  # before anything else: an unprotected server must not start
+    store = store or MinioStore(settings)
 
     app = Flask(__name__, static_folder=None)
     app.config["TUS_SETTINGS"] = settings
@@ -162,6 +164,8 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
         if coding is not None and coding.strip().lower() != "chunked":
             raise errors.NotImplementedCoding(
                 f"Transfer-Encoding {coding[:40]!r} is not supported; only chunked is")
+
+    auth.install(app, settings)
 
     @app.errorhandler(StoreError)
     def store_error(error: StoreError):

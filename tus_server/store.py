@@ -43,6 +43,9 @@ class UploadInfo:
     # Token of the request that last claimed the upload for writing (see storage/writer.py):
     # a writer re-reads it to prove that no later writer has started.
     writer: Optional[str] = None
+    # The `sub` of the token that created the upload (access control); None when created
+    # without one, which only an admin reaches while access control is on.
+    owner: Optional[str] = None
 
     @property
     def is_deferred(self) -> bool:
