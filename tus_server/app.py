@@ -229,6 +229,8 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
             "expiration": settings.expiration or None,
             "extensions": list(EXTENSIONS),
             "checksumAlgorithms": list(ALGORITHMS),
+            # The page asks for a token only when the server needs one.
+            "auth": "jwt" if auth.enabled(settings) else None,
         })
 
     if settings.cleanup_interval:

@@ -78,11 +78,89 @@ function serverText (err) {
   return body ? `the server refused it (${status}): ${body}` : `the server answered ${status}`
 }
 
+// ------------------------------------------------------------------ access token
+// With access control on, every API request carries `Authorization: Bearer <token>`. The token
+// lives in sessionStorage (this tab only, gone when it closes), so a reload keeps it and resumes
+// uploads, but it is never written anywhere that outlives the session.
+const TOKEN_KEY = 'tus-minio-token'
+
+export function currentToken () {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY) || ''
+  } catch {
+    return ''
+  }
+}
+
+function saveToken (token) {
+  try {
+    if (token) sessionStorage.setItem(TOKEN_KEY, token)
+    else sessionStorage.removeItem(TOKEN_KEY)
+  } catch { /* storage disabled: the token lasts as long as the page */ }
+}
+
+// A link `…/#token=eyJ…` hands a token to the page; it is taken once and removed from the
+// address bar, so it is not bookmarked or shared along with the URL.
+function takeTokenFromUrl () {
+  const params = new URLSearchParams(window.location.hash.slice(1))
+  const token = (params.get('token') || '').trim()
+  if (!token) return
+  saveToken(token)
+  params.delete('token')
+  const rest = params.toString()
+  window.history.replaceState(null, '', window.location.pathname + window.location.search + (rest ? `#${rest}` : ''))
+}
+
+function authHeaders () {
+  const token = currentToken()
+  return token ? { Authorization: `Bearer ${token}` } : {}
+}
+
+class AccessError extends Error {}
+
+function tokenProblem (status, body) {
+  const reason = body ? `: ${body}` : ''
+  return status === 401
+    ? `Your access token is missing or was refused (401${reason}). Paste a valid token above.`
+    : `Your access token does not allow this (403${reason}).`
+}
+
+function setupToken (cfg) {
+  if (cfg.auth !== 'jwt') return
+  $('token-card').hidden = false
+  const describe = () => {
+    $('token-status').textContent = currentToken()
+      ? 'A token is set for this tab. Uploads and the list below are yours only.'
+      : 'This server needs an access token: paste the one you were given.'
+  }
+  describe()
+  $('token-form').addEventListener('submit', (event) => {
+    event.preventDefault()
+    const token = $('token').value.trim().replace(/^Bearer\s+/i, '')
+    if (!token) return
+    saveToken(token)
+    $('token').value = ''
+    describe()
+    refreshUploads()
+  })
+  $('forget-token').addEventListener('click', () => {
+    saveToken('')
+    describe()
+    refreshUploads()
+  })
+}
+
 // ------------------------------------------------------------------ finished uploads
 let nextPage = null
 
 async function fetchUploads (url) {
-  const response = await fetch(url, { headers: { Accept: 'application/json' }, cache: 'no-store' })
+  const response = await fetch(url, {
+    headers: { Accept: 'application/json', ...authHeaders() },
+    cache: 'no-store',
+  })
+  if (response.status === 401 || response.status === 403) {
+    throw new AccessError(tokenProblem(response.status, (await response.text()).trim()))
+  }
   if (!response.ok) throw new Error(`GET /files answered ${response.status}`)
   return response.json()
 }
@@ -151,7 +229,13 @@ export function refreshUploads () {
       try {
         renderUploads(await fetchUploads(new URL('files?page=1&per_page=50', base)), false)
       } catch (err) {
-        $('finished-status').textContent = `Could not load the list: ${err.message}`
+        if (err instanceof AccessError) {
+          $('finished').replaceChildren()
+          $('more').hidden = true
+        }
+        $('finished-status').textContent = err instanceof AccessError
+          ? err.message
+          : `Could not load the list: ${err.message}`
       }
     } while (refreshAgain)
     refreshing = null
@@ -164,7 +248,10 @@ async function deleteUpload (upload, button) {
   if (!window.confirm(`Delete “${name}” from the server?`)) return
   button.disabled = true
   try {
-    const response = await fetch(upload.url, { method: 'DELETE', headers: { 'Tus-Resumable': '1.0.0' } })
+    const response = await fetch(upload.url, {
+      method: 'DELETE',
+      headers: { 'Tus-Resumable': '1.0.0', ...authHeaders() },
+    })
     if (response.status !== 204 && response.status !== 404 && response.status !== 410) {
       const body = (await response.text()).trim()
       throw new Error(`the server answered ${response.status}${body ? `: ${body}` : ''}`)
@@ -264,15 +351,21 @@ function startUppy (cfg) {
     removeFingerprintOnSuccess: true,
     limit: 3,
     allowedMetaFields: ['name', 'type'],
+    // A function, so each upload (and each retry after a new token) sends the current token.
+    headers: () => authHeaders(),
     onShouldRetry (err, attempt, options, next) {
       const status = err?.originalResponse?.getStatus()
       // A refusal will be the same next time: show it at once instead of retrying.
-      if ([400, 403, 413, 415].includes(status)) return false
+      if ([400, 401, 403, 413, 415, 429].includes(status)) return false
       return next(err)
     },
     onError (err) {
+      const status = err?.originalResponse?.getStatus()
       const text = serverText(err)
-      if (text) err.message = text
+      if (status === 401 || status === 403) {
+        err.message = tokenProblem(status, (err.originalResponse.getBody() || '').trim()) +
+          (status === 401 ? ' Then press Retry.' : '')
+      } else if (text) err.message = text
       else if (!err?.originalResponse?.getStatus()) {
         err.message = 'the connection to the server was lost; press Retry to continue where it stopped'
       }
@@ -308,6 +401,7 @@ function startUppy (cfg) {
 }
 
 async function main () {
+  takeTokenFromUrl()
   $('refresh').addEventListener('click', () => refreshUploads())
   $('more').addEventListener('click', async () => {
     if (!nextPage) return
@@ -326,6 +420,7 @@ async function main () {
     document.body.dataset.ready = 'error'
     return
   }
+  setupToken(cfg)
   $('limits').textContent = describeLimits(cfg)
   window.tusMinio = { config: cfg, uppy: startUppy(cfg), refreshUploads }
   document.body.dataset.ready = 'true'
