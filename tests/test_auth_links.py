@@ -132,6 +132,17 @@ def test_serve_command_exits_with_the_message(minio):
     assert "Traceback" not in result.stderr
 
 
+def test_gunicorn_stops_with_the_message_instead_of_restarting_workers(minio):
+    env = {"PATH": "/usr/bin:/bin", "HOST": "0.0.0.0", "MINIO_ENDPOINT": minio.endpoint}
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "tus_server.wsgi:app", "--bind", "127.0.0.1:0",
+         "-c", "python:tus_server.gunicorn_conf", "--workers", "1"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "tus-minio: HOST=0.0.0.0 is reachable from other machines" in result.stderr
+    assert "App failed to load" in result.stderr
+
+
 def test_explicit_none_on_all_interfaces_starts_and_warns(settings, caplog):
     with caplog.at_level(logging.INFO, logger="tus_server.auth"):
         create_app(settings.with_overrides(host="0.0.0.0", auth="none"))
