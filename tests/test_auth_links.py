@@ -268,3 +268,14 @@ def test_link_command_prints_a_working_link(auth_server):
     assert abs(exp - (time.time() + 7 * 86400)) < 60
     assert requests.get(link).content == b"hello"
     assert run_command("link", UNKNOWN_ID[:-1]).returncode == 2
+
+
+def test_a_final_upload_is_not_charged_again_for_its_partials(make_server):
+    server = make_server(auth="jwt", jwt_secret=SECRET, max_bytes_per_owner=10,
+                         max_uploads_per_owner=1)
+    partial = create_as(server, "alice", length=10, extra={"Upload-Concat": "partial"})
+    finish(partial, b"0123456789", "alice")
+    final = requests.post(server.files_url(), headers={
+        **TUS, **bearer(), "Upload-Concat": f"final;{partial}"})
+    assert final.status_code == 201, final.text
+    assert requests.get(final.headers["Location"], headers=bearer()).content == b"0123456789"

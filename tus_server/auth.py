@@ -119,7 +119,8 @@ def _caller_of_request(verifier: TokenVerifier, settings: Settings) -> Caller:
     try:
         identity = verifier.verify(token.strip())
     except TokenInvalid as exc:
-        raise errors.Unauthorized(str(exc), headers=_challenge("invalid_token", str(exc))) from None
+        raise errors.Unauthorized(str(exc),
+                                  headers=_challenge("invalid_token", str(exc))) from None
     return Caller(sub=identity.sub, scopes=identity.scopes)
 
 
@@ -153,9 +154,9 @@ def authorize(caller: Caller, action: str, upload: Optional[UploadInfo] = None) 
 
 
 def _insufficient(scope: str) -> errors.Forbidden:
+    challenge = f'Bearer realm="{REALM}", error="insufficient_scope", scope="{scope}"'
     return errors.Forbidden(f"the token lacks the {scope!r} scope needed here",
-                            headers={"WWW-Authenticate": f'Bearer realm="{REALM}", '
-                                                         f'error="insufficient_scope", scope="{scope}"'})
+                            headers={"WWW-Authenticate": challenge})
 
 
 def may_see(caller: Caller, upload: UploadInfo) -> bool:

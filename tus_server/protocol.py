@@ -197,7 +197,7 @@ def create():
     if with_body:
         _check_creation_body(length, settings)
     owner = auth.owner_of_new_upload(caller)
-    quotas.check_new_upload(store, settings, owner, length, unfinished=concat != "final")
+    quotas.check_new_upload(store, settings, owner, length, final=concat == "final")
 
     now = time.time()
     info = UploadInfo(

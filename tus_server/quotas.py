@@ -32,20 +32,25 @@ def _owned(store: Store, owner: str, exclude: Optional[str] = None) -> list[Uplo
 
 
 def _reserved(info: UploadInfo) -> int:
-    """Bytes an upload holds or may still claim: its length, else what arrived so far."""
+    """Bytes an upload holds or may still claim: its length, else what arrived so far. A final
+    upload of a concatenation stores nothing of its own (it reads its partials), so it counts 0."""
+    if info.concat == "final":
+        return 0
     return info.length if info.length is not None else info.offset
 
 
 def check_new_upload(store: Store, settings: Settings, owner: Optional[str],
-                     length: Optional[int], unfinished: bool = True) -> None:
-    """Before creating an upload of `length` bytes (None: deferred) for `owner`."""
-    if owner is None or not (settings.max_uploads_per_owner or settings.max_bytes_per_owner):
+                     length: Optional[int], final: bool = False) -> None:
+    """Before creating an upload of `length` bytes (None: deferred) for `owner`; a final
+    upload is finished at once and reads its partials' bytes, so it is limited by neither."""
+    limited = settings.max_uploads_per_owner or settings.max_bytes_per_owner
+    if final or owner is None or not limited:
         return
     now = time.time()
     owned = [i for i in _owned(store, owner)
              if i.completed or not i.expires or i.expires >= now]  # expired ones are going
     limit = settings.max_uploads_per_owner
-    if limit and unfinished:
+    if limit:
         running = sum(1 for info in owned if not info.completed)
         if running >= limit:
             raise errors.TooManyRequests(

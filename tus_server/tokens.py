@@ -56,8 +56,9 @@ class TokenVerifier:
         self.keys: dict[str, object] = {}
         if settings.jwt_secret:
             if len(settings.jwt_secret.encode()) < MIN_SECRET_BYTES:
-                raise ConfigError(f"TUS_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes "
-                                  "(e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)")
+                raise ConfigError(
+                    f"TUS_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes "
+                    "(e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)")
             self.keys["HS256"] = settings.jwt_secret.encode()
         if settings.jwt_public_key:
             algorithm, key = _public_key(settings.jwt_public_key)
@@ -73,7 +74,7 @@ class TokenVerifier:
             algorithm = jwt.get_unverified_header(token).get("alg")
         except jwt.PyJWTError:
             raise TokenInvalid("the token is malformed (not a JWT)") from None
-        key = self.keys.get(algorithm)
+        key = self.keys.get(algorithm) if isinstance(algorithm, str) else None
         if key is None:
             raise TokenInvalid(f"the token's algorithm {str(algorithm)[:20]!r} is not accepted "
                                f"here (accepted: {', '.join(sorted(self.keys))})")
@@ -96,7 +97,7 @@ class TokenVerifier:
         except jwt.InvalidSignatureError:
             raise TokenInvalid("the token's signature does not verify") from None
         except jwt.PyJWTError as exc:
-            raise TokenInvalid(f"the token is invalid ({exc.__class__.__name__})") from None
+            raise TokenInvalid(f"the token is invalid: {str(exc)[:120]}") from None
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub.strip():
             raise TokenInvalid("the token's 'sub' claim must be a non-empty string")
