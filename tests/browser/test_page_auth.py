@@ -90,3 +90,59 @@ def test_token_from_the_url_is_taken_and_a_refusal_is_shown_not_retried(auth_ser
     assert len(posts) == 1, [r.url for r in posts]
     assert requests.get(auth_server.files_url(), headers={
         "Authorization": "Bearer " + make_token("root", "admin")}).json()["total"] == 1  # bob's
+
+
+def test_interrupted_upload_resumes_after_reopening_with_the_token_of_the_tab(auth_server, page,
+                                                                              browser_log,
+                                                                              tmp_path):
+    token = make_token("alice", ttl=3600)
+    admin = {"Authorization": "Bearer " + make_token("root", "admin")}
+    data = os.urandom(6 * MIB)
+    path = tmp_path / "resume-me.bin"
+    path.write_bytes(data)
+    patches = {"passed": 0, "aborted": 0}
+
+    def cut_after_two(route):
+        if route.request.method == "PATCH":
+            if patches["passed"] >= 2:
+                patches["aborted"] += 1
+                route.abort("connectionreset")
+                return
+            patches["passed"] += 1
+        route.continue_()
+
+    page.goto(auth_server.url + "/#token=" + token)
+    page.wait_for_selector("body[data-ready='true']")
+    page.route(re.compile(r"/files/tus-[0-9a-f]{32}$"), cut_after_two)
+    add_file(page, path)
+    start_upload(page)
+    for _ in range(600):
+        if patches["aborted"]:
+            break
+        page.wait_for_timeout(50)
+    assert patches["aborted"], "the upload never reached the cut-off"
+    page.goto("about:blank")
+    page.unroute_all()
+
+    mine = [u for u in requests.get(auth_server.files_url(), headers=admin).json()["uploads"]
+            if u["filename"] == path.name]
+    [partial] = mine
+    stored = int(requests.head(partial["url"], headers={**TUS, **admin}).headers["Upload-Offset"])
+    assert stored == 2 * MIB
+
+    # Same tab, reopened without `#token=`: the token is still in sessionStorage.
+    first_request = len(browser_log.requests)
+    open_page(page, auth_server)
+    expect(page.locator("#token-status")).to_contain_text("A token is set")
+    # GoldenRetriever kept this small file's bytes too (in IndexedDB): no need to pick it again.
+    expect(page.locator("#uploader")).to_contain_text("Session restored")
+    start_upload(page)
+    expect(finished_row(page, path.name)).to_be_visible(timeout=60_000)
+
+    second = browser_log.requests[first_request:]
+    assert not [r for r in second if r.method == "POST"], "the page started a new upload"
+    patched = [r for r in second if r.method == "PATCH"]
+    assert patched and all(r.url == partial["url"] for r in patched)
+    assert all(r.headers.get("authorization") == f"Bearer {token}" for r in patched)
+    assert int(patched[0].headers["upload-offset"]) == stored
+    assert requests.get(partial["url"], headers=admin).content == data
