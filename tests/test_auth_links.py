@@ -16,7 +16,7 @@ from tus_server.app import create_app
 from tus_server.config import ConfigError, Settings
 from tus_server.links import link_query
 
-from .helpers import OCTET, TUS, upload_id
+from .helpers import OCTET, TUS, metadata, upload_id
 from .minio_process import ROOT
 from .test_auth import SECRET, UNKNOWN_ID, bearer, create_as, finish
 
@@ -115,6 +115,17 @@ def test_link_stops_working_when_the_upload_is_deleted(auth_server):
 def test_without_auth_download_urls_stay_plain(server):
     url = finished_upload(server)  # the tokens are ignored by an open server
     assert listed_download_url(server, url) == url
+
+
+def test_listing_shows_the_name_the_download_uses(server):
+    url = requests.post(server.files_url(), headers={
+        **TUS, "Upload-Length": "2",
+        "Upload-Metadata": metadata(filename="../../etc/pass\twd.txt")}).headers["Location"]
+    finish(url, b"hi", "alice")
+    [entry] = requests.get(server.files_url()).json()["uploads"]
+    disposition = requests.get(url).headers["Content-Disposition"]
+    assert entry["filename"] == "passwd.txt"
+    assert disposition == f"attachment; filename={entry['filename']}"
 
 
 # ------------------------------------------------------------------ start-up choice

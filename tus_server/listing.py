@@ -30,8 +30,9 @@ def upload_summary(info: UploadInfo) -> dict:
 
     return {
         "id": info.id,
-        "filename": metadata_text(info.metadata, "filename") or metadata_text(info.metadata, "name")
-        or info.filename,
+        # The sanitized name the download's Content-Disposition and the chunk keys use, so the
+        # list never shows a name (`../x`, control characters) that the file will not have.
+        "filename": info.filename,
         "filetype": metadata_text(info.metadata, "filetype"),
         "size": info.length,
         "offset": info.offset,
