@@ -95,7 +95,10 @@ def _challenge(error: Optional[str] = None, description: Optional[str] = None) -
     if error:
         value += f', error="{error}"'
     if description:
-        value += ', error_description="' + description.replace('"', "'").replace("\\", "/") + '"'
+        # RFC 6750 3: error_description is printable ASCII without `"` and `\`; the message
+        # may quote a token's header, which the client chose (a newline would break the header).
+        text = "".join(ch if " " <= ch <= "~" and ch not in '"\\' else "?" for ch in description)
+        value += f', error_description="{text}"'
     return {"WWW-Authenticate": value}
 
 
