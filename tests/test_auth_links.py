@@ -87,6 +87,14 @@ def test_tampered_link_is_refused(auth_server, tamper):
     assert response.headers["Tus-Resumable"] == "1.0.0"
 
 
+@pytest.mark.parametrize("exp", ["²", "1e9", "-5", "9" * 13, ""])
+def test_malformed_link_expiry_is_403_never_a_500(auth_server, exp):
+    url = finished_upload(auth_server)
+    response = requests.get(url, params={"exp": exp, "sig": "abc"})
+    assert response.status_code == 403
+    assert "malformed" in response.text
+
+
 def test_link_never_allows_patch_head_or_delete(auth_server):
     url = create_as(auth_server, "alice", length=10)
     finish_half = requests.patch(url, data=b"12345", headers={**TUS, **OCTET, "Upload-Offset": "0",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import time
 from typing import Optional
 from urllib.parse import urlencode
@@ -53,7 +54,8 @@ def verify_link(settings: Settings, upload_id: str, exp: Optional[str], sig: Opt
     key = link_key(settings)
     if key is None:
         raise LinkInvalid("signed links are not enabled on this server")
-    if not exp or not exp.isdigit() or len(exp) > 12 or not sig:
+    # ASCII digits only: str.isdigit() also takes `²`, which int() refuses.
+    if not exp or not re.fullmatch(r"[0-9]{1,12}", exp) or not sig:
         raise LinkInvalid("the download link is malformed (exp and sig are required)")
     if not hmac.compare_digest(signature(key, upload_id, int(exp)).encode(), sig.encode()):
         raise LinkInvalid("the download link's signature does not match")
