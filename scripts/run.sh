@@ -27,6 +27,11 @@ trap stop_all EXIT
 trap 'exit 130' INT TERM
 
 case "$HOST" in 0.0.0.0|::|'') url_host=127.0.0.1 ;; *) url_host=$HOST ;; esac
+case "${TUS_AUTH:-}" in
+  jwt) access="bearer tokens (TUS_AUTH=jwt); mint one: .venv/bin/python -m tus_server token --sub you" ;;
+  none) access="no access control (TUS_AUTH=none): anyone who reaches the port" ;;
+  *) access="open to this machine only (set TUS_AUTH=jwt to require tokens)" ;;
+esac
 
 if minio_ready; then
   minio_where="$scheme://$MINIO_ENDPOINT (already running; its data is wherever it keeps it)"
@@ -53,6 +58,7 @@ tus-minio is running
   page:          http://$url_host:$PORT/
   tus endpoint:  http://$url_host:$PORT/files/
   MinIO:         $minio_where
+  access:        $access
   stop:          press Ctrl-C (stops the app$([ -n "$minio_pid" ] && echo " and the MinIO started here"))
 
 EOF

@@ -12,7 +12,8 @@ from flask import Flask, jsonify, request, send_from_directory
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import errors, hooks, ietf, logs, metrics
+from . import auth, errors, hooks, ietf, logs, metrics
+from . import listing  # noqa: F401  (registers GET /files on the tus blueprint)
 from .body import drain_unread
 from .checksums import ALGORITHMS
 from .config import Settings
@@ -162,6 +163,7 @@ def _download_served(environ, status: int, sent: int, seconds: float) -> None:
 
 def create_app(settings: Optional[Settings] = None, store: Optional[Store] = None) -> Flask:
     settings = settings or Settings.from_env()
+    auth.check_mode(settings)  # before anything else: an unprotected server must not start
     store = store or MinioStore(settings)
     logs.configure(settings.log_format)
 
@@ -194,6 +196,8 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
         if coding is not None and coding.strip().lower() != "chunked":
             raise errors.NotImplementedCoding(
                 f"Transfer-Encoding {coding[:40]!r} is not supported; only chunked is")
+
+    auth.install(app, settings)
 
     @app.errorhandler(StoreError)
     def store_error(error: StoreError):
@@ -279,6 +283,8 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
             "expiration": settings.expiration or None,
             "extensions": list(EXTENSIONS),
             "checksumAlgorithms": list(ALGORITHMS),
+            # The page asks for a token only when the server needs one.
+            "auth": "jwt" if auth.enabled(settings) else None,
         })
 
     if settings.cleanup_interval:

@@ -126,6 +126,13 @@ def _log_format(env: Mapping[str, str], default: str) -> str:
     return value
 
 
+def _auth_mode(env: Mapping[str, str]) -> str:
+    raw = env.get("TUS_AUTH", "").strip().lower()
+    if raw not in ("", "jwt", "none"):
+        raise ConfigError(f"TUS_AUTH must be 'jwt' or 'none', got {raw!r}")
+    return raw
+
+
 def is_loopback(host: str) -> bool:
     if host.strip("[]").lower() == "localhost":
         return True
@@ -217,6 +224,20 @@ class Settings:
     metrics: bool = True
     # "text" (human-readable) or "json" (one JSON object per line).
     log_format: str = "text"
+    # Access control (auth.py). "" = not chosen: open on loopback, refused elsewhere;
+    # "jwt" = bearer tokens required on /files; "none" = open on purpose.
+    auth: str = ""
+    # HS256 secret, and/or a PEM public key file for RS256/ES256 (an identity provider's).
+    jwt_secret: str = ""
+    jwt_public_key: str = ""
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
+    # HMAC key of signed download links (falls back to jwt_secret) and their lifetime.
+    link_secret: str = ""
+    link_ttl: int = 3600
+    # Per-owner limits with auth on; 0 = none.
+    max_uploads_per_owner: int = 0
+    max_bytes_per_owner: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -271,6 +292,15 @@ class Settings:
                                             defaults.hooks_outbox_max_backoff, 0.01),
             metrics=_bool(env, "TUS_METRICS", defaults.metrics),
             log_format=_log_format(env, defaults.log_format),
+            auth=_auth_mode(env),
+            jwt_secret=env.get("TUS_JWT_SECRET", ""),
+            jwt_public_key=env.get("TUS_JWT_PUBLIC_KEY", "").strip(),
+            jwt_audience=env.get("TUS_JWT_AUDIENCE", "").strip(),
+            jwt_issuer=env.get("TUS_JWT_ISSUER", "").strip(),
+            link_secret=env.get("TUS_LINK_SECRET", ""),
+            link_ttl=_int(env, "TUS_LINK_TTL", defaults.link_ttl, 1),
+            max_uploads_per_owner=_int(env, "TUS_MAX_UPLOADS_PER_OWNER", 0),
+            max_bytes_per_owner=_int(env, "TUS_MAX_BYTES_PER_OWNER", 0),
         )
         return settings
 

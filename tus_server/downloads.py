@@ -16,7 +16,7 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.http import http_date as werkzeug_http_date, parse_etags, parse_if_range_header
 from werkzeug.datastructures import ContentRange
 
-from . import errors
+from . import auth, errors
 from .protocol import load_upload
 from .store import StoredDataCorrupt, UploadInfo
 from .tus_headers import content_type_of, metadata_text
@@ -48,7 +48,7 @@ def _content_disposition_options(name: str) -> dict:
 
 @bp.route("/files/<upload_id>", methods=["GET"])
 def download(upload_id: str):
-    return download_response(load_upload(upload_id))
+    return download_response(load_upload(upload_id, auth.DOWNLOAD))
 
 
 def download_response(info: UploadInfo) -> Response:

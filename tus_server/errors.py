@@ -30,6 +30,11 @@ class MetadataTooLarge(BadRequest):
     message = "Upload-Metadata is too large"
 
 
+class Unauthorized(TusError):
+    """No usable token (RFC 6750): the `WWW-Authenticate` challenge is set by `auth.py`."""
+    status, reason, message = 401, "Unauthorized", "a bearer token is required"
+
+
 class Forbidden(TusError):
     status, reason, message = 403, "Forbidden", "not allowed on this upload"
 
@@ -76,6 +81,10 @@ class RangeNotSatisfiable(TusError):
 
 class Locked(TusError):
     status, reason, message = 423, "Locked", "upload is busy with another request"
+
+
+class TooManyRequests(TusError):
+    status, reason, message = 429, "Too Many Requests", "too many uploads"
 
 
 class ChecksumMismatch(TusError):

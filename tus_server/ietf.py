@@ -33,7 +33,7 @@ from werkzeug.http import parse_options_header
 
 from . import errors
 from .checksums import ChecksumVerifier
-from . import hooks
+from . import auth, hooks, quotas
 from .protocol import (
     _check_file_rules,
     _content_length,
@@ -177,6 +177,8 @@ class _Inconsistent(Exception):
 def create() -> Response:
     settings = current_app.config["TUS_SETTINGS"]
     store = current_app.config["TUS_STORE"]
+    caller = auth.current_caller()
+    auth.authorize(caller, auth.CREATE)
     complete = _complete_flag()
     try:
         length = _implied_length(0, complete, _integer("Upload-Length"))
@@ -193,6 +195,8 @@ def create() -> Response:
         metadata["filetype"] = request.mimetype
     _check_file_rules(metadata, settings)
     verifier = _content_digest()
+    owner = auth.owner_of_new_upload(caller)
+    quotas.check_new_upload(store, settings, owner, length, final=False)
 
     now = time.time()
     info = UploadInfo(
@@ -200,7 +204,7 @@ def create() -> Response:
         filename=safe_filename(metadata.get("filename") or metadata.get("name")),
         created=now, updated=now,
         expires=now + settings.expiration if settings.expiration else None,
-        protocol="ietf-draft")
+        protocol="ietf-draft", owner=owner)
     info = store.create(hooks.pre_create(info))
     hooks.created(info)
     fully_received = True
@@ -214,7 +218,7 @@ def create() -> Response:
 
 # ----------------------------------------------------------------------------- an upload
 def offset_retrieval(upload_id: str) -> Response:
-    info = load_upload(upload_id, settle_writer=True)
+    info = load_upload(upload_id, auth.STATUS, settle_writer=True)
     return _answer(204, info, _limits(info), **{"Cache-Control": "no-store"})
 
 
@@ -226,7 +230,7 @@ def append(upload_id: str, version: int) -> Response:
         raise errors.BadRequest("Upload-Offset is required")
     complete = _complete_flag()
     store = current_app.config["TUS_STORE"]
-    info = load_upload(upload_id)
+    info = load_upload(upload_id, auth.WRITE)
     if info.concat == "final":
         raise errors.Forbidden("a final (concatenated) upload cannot be appended to")
     if offset != info.offset:
@@ -244,6 +248,7 @@ def append(upload_id: str, version: int) -> Response:
     if info.length is None and length is not None:
         if length < info.offset:
             return _problem(400, PROBLEM_LENGTH, "the length is below the offset", info.offset)
+        quotas.check_declared_length(store, current_app.config["TUS_SETTINGS"], info, length)
         info = store.declare_length(upload_id, length)
     fully_received = True
     if _has_body():

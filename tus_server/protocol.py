@@ -10,9 +10,9 @@ from dataclasses import replace
 from typing import Optional
 from urllib.parse import urlparse
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, request, url_for
 
-from . import errors, hooks
+from . import auth, errors, hooks, quotas
 from .body import RequestBody
 from .checksums import ALGORITHMS, parse_upload_checksum
 from .config import Settings
@@ -67,12 +67,21 @@ def _upload_url(upload_id: str) -> str:
     return url_for("tus.upload", upload_id=upload_id, _external=True)
 
 
-def load_upload(upload_id: str, allow_expired: bool = False,
+def load_upload(upload_id: str, action: str, allow_expired: bool = False,
                 settle_writer: bool = False) -> UploadInfo:
-    """The upload's info, or 404 for an id that cannot exist, or 410 once it expired."""
+    """The upload's info if the caller may do `action` to it (`auth.authorize`), or 404 for an
+    id that cannot exist or belongs to someone else, or 410 once it expired.
+
+    The caller is authorized before anything else reveals or touches the upload: a foreign
+    upload's expiry must not show, and a HEAD must not make its owner's PATCH hand over.
+    """
     if not is_upload_id(upload_id):
         raise errors.NotFound(f"upload {upload_id[:80]!r} not found")
-    info = _store().get(upload_id, settle_writer=settle_writer)
+    caller = auth.current_caller()
+    info = _store().get(upload_id, settle_writer=settle_writer and caller.open)
+    auth.authorize(caller, action, info)
+    if settle_writer and not caller.open:
+        info = _store().get(upload_id, settle_writer=True)
     if not allow_expired and not info.completed and info.expires and info.expires < time.time():
         raise errors.Gone(f"upload {upload_id} expired at {http_date(info.expires)}")
     return info
@@ -163,6 +172,8 @@ def _check_file_rules(metadata: dict, settings: Settings) -> None:
 def create():
     settings = _settings()
     store = _store()
+    caller = auth.current_caller()
+    auth.authorize(caller, auth.CREATE)
     length = parse_uint("Upload-Length", request.headers.get("Upload-Length"))
     defer = request.headers.get("Upload-Defer-Length")
     if defer is not None and defer.strip() != "1":
@@ -187,6 +198,8 @@ def create():
     with_body = _has_body() and concat != "final"
     if with_body:
         _check_creation_body(length, settings)
+    owner = auth.owner_of_new_upload(caller)
+    quotas.check_new_upload(store, settings, owner, length, final=concat == "final")
 
     now = time.time()
     info = UploadInfo(
@@ -202,6 +215,7 @@ def create():
         expires=_expires_at(now, length, concat, settings),
         concat=concat,
         partials=partial_ids,
+        owner=owner,
     )
     if concat == "final":
         info.offset = length
@@ -254,7 +268,7 @@ def _final_length(partial_ids: list[str]) -> int:
     total = 0
     for partial_id in partial_ids:
         try:
-            partial = load_upload(partial_id)
+            partial = load_upload(partial_id, auth.CONCAT)
         except (errors.NotFound, UploadNotFound):  # the store raises the latter
             raise errors.BadRequest(f"partial upload {partial_id} does not exist") from None
         if partial.concat != "partial":
@@ -317,7 +331,7 @@ def head(upload_id: str):
         return _plain_head(upload_id)
     # A PATCH still running on this upload is asked to hand over first, so the offset
     # includes every byte it received (a resuming client must not start too early).
-    info = load_upload(upload_id, settle_writer=True)
+    info = load_upload(upload_id, auth.STATUS, settle_writer=True)
     response = Response(status=200)
     headers = response.headers
     headers["Cache-Control"] = "no-store"
@@ -345,7 +359,7 @@ def _plain_head(upload_id: str) -> Response:
     ETag, Accept-Ranges). Anything else is not a file yet: it stays the tus answer, 412."""
     from .downloads import download_response  # downloads imports this module
 
-    info = load_upload(upload_id)
+    info = load_upload(upload_id, auth.DOWNLOAD)
     if not info.completed or info.concat == "partial":
         raise errors.VersionMismatch("Tus-Resumable: 1.0.0 is required (a HEAD without it "
                                      "describes a finished file, and this upload is not one)")
@@ -363,7 +377,7 @@ def patch(upload_id: str):
         raise errors.BadRequest("Upload-Offset is required")
     new_length = parse_uint("Upload-Length", request.headers.get("Upload-Length"))
     content_length = _content_length()
-    info = load_upload(upload_id)
+    info = load_upload(upload_id, auth.WRITE)
     if info.concat == "final":
         raise errors.Forbidden("a final upload cannot be patched")
     if offset != info.offset:
@@ -375,6 +389,7 @@ def patch(upload_id: str):
             if settings.max_size and new_length > settings.max_size:
                 raise errors.PayloadTooLarge(
                     f"Upload-Length {new_length} is larger than Tus-Max-Size {settings.max_size}")
+            quotas.check_declared_length(_store(), settings, info, new_length)
             info = _store().declare_length(upload_id, new_length)
         elif new_length != info.length:
             raise errors.BadRequest(f"Upload-Length is already {info.length} and cannot change")
@@ -398,59 +413,8 @@ def patch(upload_id: str):
 
 @bp.route("/files/<upload_id>", methods=["DELETE"])
 def delete(upload_id: str):
-    info = load_upload(upload_id, allow_expired=True)
+    info = load_upload(upload_id, auth.DELETE, allow_expired=True)
     hooks.emit("pre-terminate", info)
     _store().terminate(upload_id)
     hooks.terminated(info)
     return Response(status=204)
-
-
-# ---------------------------------------------------------------------------- listing
-def upload_summary(info: UploadInfo) -> dict:
-    def iso(ts: Optional[float]) -> Optional[str]:
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else None
-
-    return {
-        "id": info.id,
-        "filename": metadata_text(info.metadata, "filename") or metadata_text(info.metadata, "name")
-        or info.filename,
-        "filetype": metadata_text(info.metadata, "filetype"),
-        "size": info.length,
-        "offset": info.offset,
-        "completed": info.completed,
-        "created": iso(info.created),
-        # Finished uploads have none, except zero-length ones (`_expires_at`).
-        "expires": iso(info.expires),
-        "concat": info.concat,
-        "sha256": info.sha256,
-        "url": _upload_url(info.id),
-        "download_url": _upload_url(info.id) if info.completed and info.concat != "partial" else None,
-    }
-
-
-@bp.route("/files", methods=["GET"])
-@bp.route("/files/", methods=["GET"])
-def list_uploads():
-    """Uploads newest first: `?page=N&per_page=M`; reads one info object per listed upload."""
-    page = parse_uint("page", request.args.get("page", "1")) or 1
-    per_page = min(max(parse_uint("per_page", request.args.get("per_page", "50")) or 50, 1), 500)
-    ids = _store().list_ids()
-    selected = ids[(page - 1) * per_page: page * per_page]
-    uploads = []
-    for upload_id in selected:
-        try:
-            uploads.append(upload_summary(_store().get(upload_id)))
-        except UploadNotFound:  # terminated while we listed
-            continue
-    has_next = page * per_page < len(ids)
-    response = jsonify({
-        "uploads": uploads,
-        "page": page,
-        "per_page": per_page,
-        "total": len(ids),
-        "next": url_for("tus.list_uploads", page=page + 1, per_page=per_page, _external=True)
-        if has_next else None,
-    })
-    # The list changes with every request and names uploads: no cache may keep it.
-    response.headers["Cache-Control"] = "no-store"
-    return response

@@ -48,6 +48,9 @@ class UploadInfo:
     nonce: Optional[str] = None
     # The protocol that created the upload: "tus-1.0" or "ietf-draft" (both serve it alike).
     protocol: str = "tus-1.0"
+    # The `sub` of the token that created the upload (access control); None when created
+    # without one, which only an admin reaches while access control is on.
+    owner: Optional[str] = None
 
     @property
     def is_deferred(self) -> bool:

@@ -109,7 +109,7 @@ def format_rate(bytes_per_second: Optional[float]) -> str:
 
 # --------------------------------------------------------------------------------- HTTP
 def auth_headers(token: Optional[str]) -> dict:
-    """`Authorization: Bearer <token>` when a token is given (today's server ignores it)."""
+    """`Authorization: Bearer <token>` when a token is given (a server with TUS_AUTH=jwt needs it)."""
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 

@@ -1,0 +1,91 @@
+"""`GET /files`: the uploads a caller may see, newest first, paginated, as JSON.
+
+Registered on the tus blueprint (endpoint `tus.list_uploads`). With access control on, a
+caller who is not an admin sees only their own uploads, and each finished file comes with a
+signed download link (`links.py`) a browser can follow without a header.
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from flask import jsonify, request, url_for
+
+from . import auth
+from .protocol import _settings, _store, _upload_url, bp
+from .store import UploadInfo, UploadNotFound
+from .tus_headers import metadata_text, parse_uint
+
+
+def _download_url(info: UploadInfo) -> Optional[str]:
+    if not info.completed or info.concat == "partial":
+        return None
+    query = auth.download_query(_settings(), auth.current_caller(), info.id)
+    return _upload_url(info.id) + ("?" + query if query else "")
+
+
+def upload_summary(info: UploadInfo) -> dict:
+    def iso(ts: Optional[float]) -> Optional[str]:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else None
+
+    return {
+        "id": info.id,
+        # The sanitized name the download's Content-Disposition and the chunk keys use, so the
+        # list never shows a name (`../x`, control characters) that the file will not have.
+        "filename": info.filename,
+        "filetype": metadata_text(info.metadata, "filetype"),
+        "size": info.length,
+        "offset": info.offset,
+        "completed": info.completed,
+        "created": iso(info.created),
+        # Finished uploads have none, except zero-length ones (`protocol._expires_at`).
+        "expires": iso(info.expires),
+        "concat": info.concat,
+        "sha256": info.sha256,
+        "url": _upload_url(info.id),
+        "download_url": _download_url(info),
+    }
+
+
+def _infos(ids: list[str]) -> list[UploadInfo]:
+    infos = []
+    for upload_id in ids:
+        try:
+            infos.append(_store().get(upload_id))
+        except UploadNotFound:  # terminated while we listed
+            continue
+    return infos
+
+
+@bp.route("/files", methods=["GET"])
+@bp.route("/files/", methods=["GET"])
+def list_uploads():
+    """Uploads newest first: `?page=N&per_page=M`; reads one info object per listed upload.
+
+    A caller restricted to their own uploads costs one info read per stored upload: ownership
+    is recorded in the infos, and MinIO keeps no index by owner.
+    """
+    page = parse_uint("page", request.args.get("page", "1")) or 1
+    per_page = min(max(parse_uint("per_page", request.args.get("per_page", "50")) or 50, 1), 500)
+    caller = auth.current_caller()
+    auth.authorize(caller, auth.LIST)
+    ids = _store().list_ids()
+    if caller.admin:
+        total = len(ids)
+        infos = _infos(ids[(page - 1) * per_page: page * per_page])
+    else:
+        visible = [info for info in _infos(ids) if auth.may_see(caller, info)]
+        total = len(visible)
+        infos = visible[(page - 1) * per_page: page * per_page]
+    has_next = page * per_page < total
+    response = jsonify({
+        "uploads": [upload_summary(info) for info in infos],
+        "page": page,
+        "per_page": per_page,
+        "total": total,
+        "next": url_for("tus.list_uploads", page=page + 1, per_page=per_page, _external=True)
+        if has_next else None,
+    })
+    # The list changes with every request and names uploads: no cache may keep it.
+    response.headers["Cache-Control"] = "no-store"
+    return response
