@@ -1,9 +1,11 @@
 // The tus-minio page: Uppy's Dashboard to pick files and its Tus plugin to send them, configured
 // from GET /config; the lists of unfinished and finished uploads are in lists.js. Every piece of
-// server or user text is put in the page with textContent, never as HTML.
+// server or user text is put in the page with textContent, never as HTML. The access token
+// (when the server needs one) is in token.js.
 import { Dashboard, Tus, Uppy } from '../vendor/uppy/uppy.min.mjs'
 import { describeStatus, el, formatBytes, formatPeriod, formatTypes } from './format.js'
 import { localProgress, localState, refreshUploads, setNote, startLists } from './lists.js'
+import { authHeaders, setupToken, takeTokenFromUrl } from './token.js'
 
 const base = document.baseURI
 const $ = (id) => document.getElementById(id)
@@ -52,7 +54,7 @@ function describeRestriction (cfg, file, err) {
 }
 
 // ------------------------------------------------------------------ the uploader
-const STOP_STATUSES = [400, 403, 404, 409, 410, 413, 415]
+const STOP_STATUSES = [400, 401, 403, 404, 409, 410, 413, 415, 429]
 
 function startUppy (cfg) {
   const endpoint = new URL(cfg.endpoint, base).href
@@ -85,6 +87,9 @@ function startUppy (cfg) {
     removeFingerprintOnSuccess: true,
     limit: 3,
     allowedMetaFields: ['name', 'type'],
+    // A function: read each time an upload starts or is retried, so after a refusal the token
+    // pasted since is the one sent.
+    headers: () => authHeaders(),
     async onBeforeRequest (req, file) {
       // A resumed upload continues at the server's offset or not at all: never a new upload.
       if (file?.meta?.resumeOf && req.getMethod() === 'POST') {
@@ -108,7 +113,10 @@ function startUppy (cfg) {
     onError (err) {
       const response = err?.originalResponse
       const status = response?.getStatus()
-      if (status) err.message = describeStatus(status, response.getBody(), cfg)
+      if (status) {
+        err.message = describeStatus(status, response.getBody(), cfg)
+        if (status === 401 && cfg.auth) err.message += ', then press Retry'
+      }
       else if (!/no longer on the server/.test(err.message)) {
         err.message = 'the connection to the server was lost; press Retry to continue where it stopped'
       }
@@ -179,8 +187,11 @@ function resumeWith (uppy, cfg) {
         'Choose the same file to continue.', 'error')
       return
     }
-    const head = await fetch(upload.url, { method: 'HEAD', headers: { 'Tus-Resumable': '1.0.0' }, cache: 'no-store' })
-      .catch(() => null)
+    const head = await fetch(upload.url, {
+      method: 'HEAD',
+      headers: { 'Tus-Resumable': '1.0.0', ...authHeaders() },
+      cache: 'no-store',
+    }).catch(() => null)
     if (!head || !head.ok) {
       setNote(upload.url, head ? describeStatus(head.status, '', cfg) : 'the server is not reachable; try again', 'error')
       if (head) refreshUploads()
@@ -210,6 +221,7 @@ function resumeWith (uppy, cfg) {
 
 // ------------------------------------------------------------------ start
 async function main () {
+  takeTokenFromUrl()
   let cfg
   try {
     cfg = await loadConfig()
@@ -219,6 +231,7 @@ async function main () {
     document.body.dataset.ready = 'error'
     return
   }
+  setupToken(cfg, () => refreshUploads())
   $('limits').textContent = describeLimits(cfg)
   const uppy = startUppy(cfg)
   await startLists(cfg, {

@@ -66,10 +66,21 @@ export function safeHref (url, base) {
   }
 }
 
+// A refusal of the access token (401) or of what it allows (403), with the server's reason.
+export function accessProblem (status, body) {
+  const text = (body || '').trim()
+  const reason = text ? `: ${text}` : ''
+  return status === 401
+    ? `your access token is missing or was refused (401${reason}); paste a valid token above`
+    : `your access token does not allow this (403${reason})`
+}
+
 // What a failed request means to the user, from its status: the server's own short text when it
 // has one, with the action that helps.
 export function describeStatus (status, body, cfg) {
   const text = (body || '').trim()
+  if (cfg?.auth && (status === 401 || status === 403)) return accessProblem(status, text)
+  if (status === 429) return `not accepted for now (429): ${text || 'too many uploads'}`
   if (status === 503) return 'storage unavailable, retrying'
   if (status === 410) {
     const kept = cfg?.expiration ? ` (unfinished uploads are kept ${formatPeriod(cfg.expiration)})` : ''

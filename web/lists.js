@@ -2,8 +2,10 @@
 // unfinished uploads with a bar of the server's offset/length, Resume and Delete; finished ones
 // with size, date, the server's SHA-256, Download, Copy link and Delete. Uploads running in this
 // tab are shown in the same unfinished list, from the uploader's own progress, so each upload
-// has one progress display. The list is polled while anything in it can still change.
-import { describeStatus, el, formatBytes, formatDate, formatDuration, safeHref } from './format.js'
+// has one progress display. The list is polled while anything in it can still change. With
+// access control on, the server lists only the token owner's uploads, and Download is a signed link.
+import { accessProblem, describeStatus, el, formatBytes, formatDate, formatDuration, safeHref } from './format.js'
+import { authHeaders } from './token.js'
 
 const base = document.baseURI
 const $ = (id) => document.getElementById(id)
@@ -16,6 +18,7 @@ let perPage = 50
 let serverUploads = []
 let pollTimer = null
 let lastFailed = false
+let refused = null // why the server refused the token, shown instead of the lists until it changes
 const local = new Map() // Uppy file id -> {name, url, uploaded, total, samples, state, text}
 // URLs this tab just finished: kept out of the unfinished list until the server's list (which
 // may be a poll older) says they are finished, so a done upload does not flash back.
@@ -62,11 +65,23 @@ async function fetchOnce () {
   let response
   try {
     response = await fetch(new URL(`files?page=1&per_page=${perPage}`, base),
-      { headers: { Accept: 'application/json' }, cache: 'no-store' })
+      { headers: { Accept: 'application/json', ...authHeaders() }, cache: 'no-store' })
   } catch (err) {
     setStatus('The server is not reachable; retrying…')
     return
   }
+  if (response.status === 401 || response.status === 403) {
+    // Asking again would get the same answer: nothing is shown, and nothing polled, until the
+    // token changes (or Refresh is pressed).
+    const text = accessProblem(response.status, await response.text())
+    refused = `${text[0].toUpperCase()}${text.slice(1)}.`
+    lastFailed = false
+    serverUploads = []
+    $('more').hidden = true
+    render()
+    return
+  }
+  refused = null
   if (!response.ok) {
     setStatus(response.status === 503 ? 'Storage unavailable, retrying…'
       : `Could not load the list: the server answered ${response.status}`)
@@ -86,6 +101,7 @@ function setStatus (text) {
 
 function schedulePoll () {
   clearTimeout(pollTimer)
+  if (refused) return
   const moving = serverUploads.some((u) => (!u.completed && u.concat !== 'partial') ||
     (u.completed && u.download_url && u.size && !u.sha256))
   pollTimer = setTimeout(() => {
@@ -159,6 +175,7 @@ function unfinishedItems () {
 function render () {
   renderUnfinished(unfinishedItems())
   renderFinished(serverUploads.filter((u) => u.completed && u.download_url))
+  if (refused) setStatus(refused)
 }
 
 const notes = new Map() // row key -> note text set by a Resume attempt
@@ -274,7 +291,10 @@ async function deleteUpload (upload, button) {
   if (!window.confirm(`Delete “${name}” from the server?`)) return
   button.disabled = true
   try {
-    const response = await fetch(upload.url, { method: 'DELETE', headers: { 'Tus-Resumable': '1.0.0' } })
+    const response = await fetch(upload.url, {
+      method: 'DELETE',
+      headers: { 'Tus-Resumable': '1.0.0', ...authHeaders() },
+    })
     if (response.status !== 204 && response.status !== 404 && response.status !== 410) {
       throw new Error(describeStatus(response.status, await response.text(), cfg))
     }

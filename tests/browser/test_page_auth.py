@@ -88,6 +88,10 @@ def test_token_from_the_url_is_taken_and_a_refusal_is_shown_not_retried(auth_ser
     page.wait_for_timeout(2500)  # Uppy's first retries come within a second
     posts = browser_log.requests_to("POST", "/files")
     assert len(posts) == 1, [r.url for r in posts]
+    # The list is not polled with a refused token either (it would be every 2 s otherwise).
+    lists = len(browser_log.requests_to("GET", "/files?"))
+    page.wait_for_timeout(2500)
+    assert len(browser_log.requests_to("GET", "/files?")) == lists
     assert requests.get(auth_server.files_url(), headers={
         "Authorization": "Bearer " + make_token("root", "admin")}).json()["total"] == 1  # bob's
 
@@ -130,17 +134,23 @@ def test_interrupted_upload_resumes_after_reopening_with_the_token_of_the_tab(au
     stored = int(requests.head(partial["url"], headers={**TUS, **admin}).headers["Upload-Offset"])
     assert stored == 2 * MIB
 
-    # Same tab, reopened without `#token=`: the token is still in sessionStorage.
+    # Same tab, reopened without `#token=`: the token is still in sessionStorage, so the
+    # unfinished list (alice's own) shows the upload, and Resume continues it with that token.
     first_request = len(browser_log.requests)
     open_page(page, auth_server)
     expect(page.locator("#token-status")).to_contain_text("A token is set")
-    # GoldenRetriever kept this small file's bytes too (in IndexedDB): no need to pick it again.
-    expect(page.locator("#uploader")).to_contain_text("Session restored")
-    start_upload(page)
+    row = page.locator("#unfinished li").filter(has_text=path.name)
+    expect(row.locator(".upload-meta")).to_contain_text("2 MiB of 6 MiB stored")
+    expect(page.locator("#unfinished li")).to_have_count(1)  # bob's file is not there either
+    with page.expect_file_chooser() as chooser:
+        row.get_by_role("button", name="Resume").click()
+    chooser.value.set_files(str(path))
     expect(finished_row(page, path.name)).to_be_visible(timeout=60_000)
 
     second = browser_log.requests[first_request:]
     assert not [r for r in second if r.method == "POST"], "the page started a new upload"
+    api = [r for r in second if "/files" in r.url and r.method in ("GET", "HEAD", "PATCH")]
+    assert all(r.headers.get("authorization") == f"Bearer {token}" for r in api)
     patched = [r for r in second if r.method == "PATCH"]
     assert patched and all(r.url == partial["url"] for r in patched)
     assert all(r.headers.get("authorization") == f"Bearer {token}" for r in patched)
