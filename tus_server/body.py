@@ -74,7 +74,9 @@ class _PatientSocket:
         self._poll = select.poll()
         self._poll.register(sock, select.POLLIN | select.POLLPRI)
         self._stop_deadline: Optional[float] = None
-        self._plain = not isinstance(sock, ssl.SSLSocket)  # TLS sockets take no recv flags
+        # The no-poll first try needs a plain blocking socket: TLS sockets take no recv flags,
+        # and with a timeout Python would wait for readability before trying.
+        self._plain = not isinstance(sock, ssl.SSLSocket) and sock.gettimeout() is None
 
     def __getattr__(self, name):
         return getattr(self._sock, name)
