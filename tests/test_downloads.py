@@ -512,8 +512,12 @@ def test_listing_is_newest_first_and_paginated(server):
     assert page1.status_code == 200
     body = page1.json()
     assert [u["id"] for u in body["uploads"]] == [upload_id(newest), upload_id(unfinished)]
-    assert body["total"] == 3 and body["page"] == 1 and body["per_page"] == 2
-    assert body["next"]
+    # The first page and its `next` cursor count nothing; `?page=N` counts every upload.
+    assert body["per_page"] == 2 and "total" not in body
+    assert "after=" in body["next"]
+    counted = requests.get(server.url + "/files?page=1&per_page=2").json()
+    assert counted["total"] == 3 and counted["page"] == 1
+    assert [u["id"] for u in counted["uploads"]] == [upload_id(newest), upload_id(unfinished)]
     for entry in body["uploads"]:
         assert {"id", "filename", "size", "offset", "completed", "created", "expires",
                 "download_url"} <= set(entry)
@@ -532,6 +536,30 @@ def test_listing_is_newest_first_and_paginated(server):
         ("first.txt", 4, 4, True)
     assert entry["download_url"] == finished
     assert entry["created"].endswith("Z")
+
+
+def test_a_listing_page_lists_only_as_far_as_it_reaches(make_server, store):
+    """Prefix layout: the first page (and each `next`) reads index markers only up to the page,
+    so its cost does not grow with the uploads stored."""
+    server = make_server(layout="prefix", bucket="tus-test-paging")
+    ids = [upload_id(create_url(server.url, 5)) for _ in range(7)]
+    seen, url = [], server.url + "/files?per_page=3"
+    listed = []
+    real_list = server.store.client.list_objects
+
+    def list_objects(bucket, *args, **kwargs):
+        for obj in real_list(bucket, *args, **kwargs):
+            listed.append(obj.object_name)
+            yield obj
+
+    server.store.client.list_objects = list_objects
+    while url:
+        listed.clear()
+        body = requests.get(url).json()
+        seen += [u["id"] for u in body["uploads"]]
+        assert len(listed) <= 4  # the page and one more to know whether a next page exists
+        url = body["next"]
+    assert seen == ids[::-1]
 
 
 def test_listing_reads_no_chunk_objects(server, monkeypatch):

@@ -11,7 +11,7 @@ from typing import Optional
 
 from flask import jsonify, request, url_for
 
-from . import auth
+from . import auth, errors
 from .protocol import _settings, _store, _upload_url, bp
 from .store import UploadInfo, UploadNotFound
 from .tus_headers import metadata_text, parse_uint
@@ -60,15 +60,32 @@ def _infos(ids: list[str]) -> list[UploadInfo]:
 @bp.route("/files", methods=["GET"])
 @bp.route("/files/", methods=["GET"])
 def list_uploads():
-    """Uploads newest first: `?page=N&per_page=M`; reads one info object per listed upload.
+    """Uploads newest first, `per_page` at a time (default 50, at most 500).
 
-    A caller restricted to their own uploads costs one info read per stored upload: ownership
-    is recorded in the infos, and MinIO keeps no index by owner.
+    The first page and the `next` links (`?after=<cursor>`) cost one info read per listed
+    upload and, in the prefix layout, a listing only as long as the page, whatever the number
+    stored; `?page=N` still works but counts every upload (`total`). A caller restricted to
+    their own uploads costs one info read per stored upload: ownership is recorded in the
+    infos, and MinIO keeps no index by owner.
     """
-    page = parse_uint("page", request.args.get("page", "1")) or 1
     per_page = min(max(parse_uint("per_page", request.args.get("per_page", "50")) or 50, 1), 500)
+    after = request.args.get("after")
+    if after is not None and not (0 < len(after) <= 200 and after.isprintable()):
+        raise errors.BadRequest("after must be the cursor of a `next` link")
     caller = auth.current_caller()
     auth.authorize(caller, auth.LIST)
+    page = parse_uint("page", request.args.get("page")) if "page" in request.args else None
+    if caller.admin and page is None:
+        ids, cursor = _store().list_page(after, per_page)
+        response = jsonify({
+            "uploads": [upload_summary(info) for info in _infos(ids)],
+            "per_page": per_page,
+            "next": url_for("tus.list_uploads", after=cursor, per_page=per_page,
+                            _external=True) if cursor else None,
+        })
+        response.headers["Cache-Control"] = "no-store"
+        return response
+    page = page or 1
     ids = _store().list_ids()
     if caller.admin:
         total = len(ids)

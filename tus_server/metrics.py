@@ -73,8 +73,8 @@ class TimedStore:
     returns an iterator, and what is timed there is the time to its first piece.
     """
 
-    VERBS = ("create", "get", "write", "declare_length", "terminate", "list_ids", "expire",
-             "healthy")
+    VERBS = ("create", "get", "write", "declare_length", "terminate", "list_ids", "list_page",
+             "expire", "healthy")
 
     def __init__(self, store):
         self._store = store

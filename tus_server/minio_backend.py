@@ -253,6 +253,31 @@ class MinioStore:
         buckets.sort(key=lambda b: b.creation_date, reverse=True)
         return [b.name for b in buckets]
 
+    def list_page(self, after: Optional[str], limit: int) -> tuple[list[str], Optional[str]]:
+        """Up to `limit` upload ids, newest first, after the cursor `after` (None: from the
+        newest); and the cursor of the next page (None: no more).
+
+        In the prefix layout this lists only as far as the page reaches (index markers sort
+        newest first), so a page costs the same with 100 or 100,000 uploads stored. The
+        bucket layout has no such index (S3 lists buckets whole), so its pages cost O(n).
+        """
+        if self.settings.layout != "prefix":
+            ids = self.list_ids()
+            start = ids.index(after) + 1 if after in ids else 0
+            page = ids[start:start + limit]
+            return page, page[-1] if start + limit < len(ids) and page else None
+        with storage_errors():
+            self._ensure_shared_bucket()
+            start_after = INDEX_PREFIX + after if after else None
+            names = []
+            for obj in self.client.list_objects(self.settings.bucket, prefix=INDEX_PREFIX,
+                                                start_after=start_after):
+                names.append(obj.object_name[len(INDEX_PREFIX):])
+                if len(names) > limit:
+                    break
+        ids = [name.split("-", 1)[1] for name in names[:limit]]
+        return ids, names[limit - 1] if len(names) > limit else None
+
     def list(self) -> list[UploadInfo]:
         infos = []
         for upload_id in self.list_ids():
