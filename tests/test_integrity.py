@@ -9,7 +9,6 @@ import base64
 import hashlib
 import os
 import signal
-import threading
 import time
 
 import pytest
@@ -18,7 +17,7 @@ from tusclient import client as tus_client
 
 from tus_server.minio_backend import LOCK_NAME
 
-from .helpers import MIB, TUS, create_url, head, metadata, patch, sha256, stored_file, upload_id
+from .helpers import MIB, create_url, head, metadata, patch, sha256, stored_file, upload_id
 from .raw_http import RawPatch
 
 
