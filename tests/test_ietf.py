@@ -145,6 +145,10 @@ def test_whole_file_in_the_creation_request(server):
     got = requests.get(url)
     assert got.content == data
     assert parse_options_header(got.headers["Content-Disposition"])[1]["filename"] == "notes.txt"
+    assert got.headers["Content-Type"].startswith("text/plain")
+    # The tus side sees the same metadata, base64-encoded as tus sends it.
+    assert head(url).headers["Upload-Metadata"] == ",".join(sorted(
+        [f"filename {_b64(b'notes.txt')}", f"filetype {_b64(b'text/plain')}"]))
 
 
 def test_unknown_length_is_fixed_by_the_completing_append(server):
@@ -225,6 +229,9 @@ def test_tus_js_client_speaks_the_draft_and_resumes(gunicorn_server, tmp_path, p
     methods = [r["method"] for r in second["requests"]]
     assert methods[0] == "HEAD" and "POST" not in methods
     assert second["requests"][1]["offset"] == str(stored)  # resumed, not restarted
+    name = parse_options_header(requests.get(second["url"], stream=True)
+                                .headers["Content-Disposition"])[1]["filename"]
+    assert name == "draft.bin"  # from tus-js-client's Upload-Metadata, decoded
     # (A Node stream source learns that it ended only after its last PATCH, which therefore
     # says ?0; reaching the Upload-Length given at creation completes the upload.)
     assert offset_of(second["url"]).headers["Upload-Complete"] == "?1"

@@ -44,7 +44,7 @@ from .protocol import (
     write_body_result,
 )
 from .store import ChecksumMismatch, OffsetMismatch, UploadInfo, new_upload_id
-from .tus_headers import parse_metadata, safe_filename
+from .tus_headers import metadata_text, parse_metadata, safe_filename
 
 SUPPORTED = (5, 6, 8)
 PARTIAL_UPLOAD = "application/partial-upload"
@@ -173,6 +173,10 @@ class _Inconsistent(Exception):
     pass
 
 
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
 # ----------------------------------------------------------------------------- creation
 def create() -> Response:
     settings = current_app.config["TUS_SETTINGS"]
@@ -188,11 +192,12 @@ def create() -> Response:
         raise errors.PayloadTooLarge(f"Upload-Length {length} is larger than the maximum size "
                                      f"{settings.max_size}", {"Upload-Limit": _limits(None)})
     metadata = parse_metadata(request.headers.get("Upload-Metadata"), settings.max_metadata_size)
+    # Stored as tus stores metadata (base64 values), so both protocols read it alike.
     _, disposition = parse_options_header(request.headers.get("Content-Disposition", ""))
     if disposition.get("filename") and "filename" not in metadata:
-        metadata["filename"] = disposition["filename"]
+        metadata["filename"] = _b64(disposition["filename"])
     if request.mimetype and request.mimetype != PARTIAL_UPLOAD and "filetype" not in metadata:
-        metadata["filetype"] = request.mimetype
+        metadata["filetype"] = _b64(request.mimetype)
     _check_file_rules(metadata, settings)
     verifier = _content_digest()
     owner = auth.owner_of_new_upload(caller)
@@ -201,7 +206,8 @@ def create() -> Response:
     now = time.time()
     info = UploadInfo(
         id=new_upload_id(), length=length, chunk_size=settings.chunk_size, metadata=metadata,
-        filename=safe_filename(metadata.get("filename") or metadata.get("name")),
+        filename=safe_filename(metadata_text(metadata, "filename")
+                               or metadata_text(metadata, "name")),
         created=now, updated=now,
         expires=now + settings.expiration if settings.expiration else None,
         protocol="ietf-draft", owner=owner)
