@@ -6,7 +6,6 @@ yields the file chunk by chunk and each whole chunk is verified against its reco
 """
 from __future__ import annotations
 
-import base64
 import itertools
 import logging
 import unicodedata
@@ -19,7 +18,7 @@ from werkzeug.datastructures import ContentRange
 from . import auth, errors
 from .protocol import load_upload
 from .store import StoredDataCorrupt, UploadInfo
-from .tus_headers import content_type_of, metadata_text
+from .tus_headers import content_type_of, metadata_text, repr_digest
 
 bp = Blueprint("downloads", __name__)
 log = logging.getLogger("tus_server.downloads")
@@ -78,8 +77,7 @@ def download_response(info: UploadInfo) -> Response:
     response.set_etag(etag)
     headers["Last-Modified"] = werkzeug_http_date(info.updated)
     if info.sha256:
-        digest = base64.b64encode(bytes.fromhex(info.sha256)).decode()
-        headers["Repr-Digest"] = f"sha-256=:{digest}:"
+        headers["Repr-Digest"] = repr_digest(info.sha256)
     else:
         store.schedule_digest(upload_id)
 

@@ -23,7 +23,6 @@ import logging
 import secrets
 import threading
 import time
-from datetime import timedelta
 from typing import Callable, Optional
 
 from minio.error import S3Error
@@ -62,22 +61,10 @@ class Outbox:
              if_none_match: bool = False) -> Optional[str]:
         """Write the event under a precondition: its new ETag, or None when it failed."""
         self._ensure_bucket()
-        headers = {"Content-Type": "application/json"}
-        if if_none_match:
-            headers["If-None-Match"] = "*"
-        if if_match:
-            headers["If-Match"] = f'"{if_match}"'
-        url = self.objects.client.get_presigned_url(
-            "PUT", self.bucket, PREFIX + event["id"] + ".json", expires=timedelta(minutes=15))
-        with storage_errors():
-            response = self.objects.http.request(
-                "PUT", url, body=json.dumps(event, separators=(",", ":")).encode(),
-                headers=headers, retries=False)
-        if response.status in (200, 201):
-            return response.headers.get("ETag", "").strip('"')
-        if response.status in (404, 409, 412):
-            return None
-        raise OSError(f"outbox PUT answered {response.status}")
+        return self.objects.put_in_bucket(
+            self.bucket, PREFIX + event["id"] + ".json",
+            json.dumps(event, separators=(",", ":")).encode(),
+            {"Content-Type": "application/json"}, if_match, if_none_match, context="outbox")
 
     def add(self, hook_type: str, body: dict, headers: dict) -> str:
         """Store a new event durably; its id (also its Idempotency-Key)."""

@@ -44,7 +44,7 @@ from .protocol import (
     write_body_result,
 )
 from .store import ChecksumMismatch, OffsetMismatch, UploadInfo, new_upload_id
-from .tus_headers import metadata_text, parse_metadata, safe_filename
+from .tus_headers import metadata_text, parse_metadata, repr_digest, safe_filename
 
 SUPPORTED = (5, 6, 8)
 PARTIAL_UPLOAD = "application/partial-upload"
@@ -124,8 +124,7 @@ def _answer(status: int, info: Optional[UploadInfo] = None, limits: Optional[str
         if info.length is not None:
             response.headers["Upload-Length"] = str(info.length)
         if info.sha256:
-            digest = base64.b64encode(bytes.fromhex(info.sha256)).decode()
-            response.headers["Repr-Digest"] = f"sha-256=:{digest}:"
+            response.headers["Repr-Digest"] = repr_digest(info.sha256)
     if limits:
         response.headers["Upload-Limit"] = limits
     response.headers.update(headers)

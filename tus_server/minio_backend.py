@@ -37,7 +37,7 @@ from .storage.layout import (  # noqa: F401  (names tests and tools import from 
 from .storage.lease import Lease, settle
 from .storage.objects import Objects, storage_errors
 from .storage.reader import ChunkReader
-from .storage.writer import ChunkWriter
+from .storage.writer import ChunkWriter, mark_finished
 from .store import (
     BodyVerifier,
     LengthExceeded,
@@ -193,10 +193,7 @@ class MinioStore:
             info.length = length
             if info.offset == length:
                 hasher = self._hashes.take(upload_id, info.offset)
-                info.completed = True
-                info.expires = None
-                if hasher is not None:
-                    info.sha256 = hasher.hexdigest()
+                mark_finished(info, hasher)
                 self._hashes.drop(upload_id)
             self.objects.write_info(info, etag)
             with storage_errors(upload_id):

@@ -123,6 +123,11 @@ def type_allowed(file_type: Optional[str], allowed: tuple[str, ...]) -> bool:
     return False
 
 
+def repr_digest(sha256_hex: str) -> str:
+    """`Repr-Digest` (RFC 9530) of the whole file from the SHA-256 we keep, as hex."""
+    return f"sha-256=:{base64.b64encode(bytes.fromhex(sha256_hex)).decode()}:"
+
+
 def http_date(timestamp: float) -> str:
     """RFC 9110 IMF-fixdate, e.g. `Wed, 25 Jun 2014 16:00:00 GMT`."""
     return formatdate(timestamp, usegmt=True)

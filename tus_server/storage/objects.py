@@ -100,36 +100,46 @@ class Objects:
         return location(self.settings, upload_id)
 
     # ----------------------------------------------------------------- conditional PUTs
-    def presigned_put(self, upload_id: str, key: str, body, headers: dict,
-                      query: Optional[dict] = None, retries=None):
-        """PUT `body` to the full object `key` in the upload's bucket; the raw response."""
-        bucket = self.location(upload_id)[0]
-        url = self.client.get_presigned_url("PUT", bucket, key, expires=timedelta(minutes=15),
-                                            extra_query_params=query)
-        with storage_errors(upload_id):
-            response = self.http.request("PUT", url, body=body, headers=headers, retries=retries)
-        if response.status == 404 and b"NoSuchKey" not in response.data:
-            raise UploadNotFound(upload_id)  # the bucket is gone: the upload was terminated
-        return response
+    def put_in_bucket(self, bucket: str, key: str, body, headers: dict,
+                      if_match: Optional[str] = None, if_none_match: bool = False,
+                      query: Optional[dict] = None, context: str = "") -> Optional[str]:
+        """PUT `body` to `bucket`/`key` with an S3 precondition through a presigned URL: the new
+        ETag, or None when the precondition failed (404: If-Match on an object that is gone).
+
+        No retries: a retried create could find its own first attempt and call it taken.
+        """
+        return self._etag_or_none(self._put(bucket, key, body, headers, if_match,
+                                            if_none_match, query, context), key, context)
 
     def put_if(self, upload_id: str, key: str, body, headers: dict,
                if_match: Optional[str] = None, if_none_match: bool = False,
                query: Optional[dict] = None) -> Optional[str]:
-        """PUT with an S3 precondition: the new ETag, or None when the precondition failed.
+        """`put_in_bucket` for an object of an upload; UploadNotFound once its bucket is gone."""
+        response = self._put(self.location(upload_id)[0], key, body, headers, if_match,
+                             if_none_match, query, upload_id)
+        if response.status == 404 and b"NoSuchKey" not in response.data:
+            raise UploadNotFound(upload_id)  # the bucket is gone: the upload was terminated
+        return self._etag_or_none(response, key, upload_id)
 
-        No retries: a retried create could find its own first attempt and call it taken.
-        """
+    def _put(self, bucket: str, key: str, body, headers: dict, if_match: Optional[str],
+             if_none_match: bool, query: Optional[dict], context: str):
         headers = dict(headers)
         if if_none_match:
             headers["If-None-Match"] = "*"
         if if_match:
             headers["If-Match"] = f'"{if_match}"'
-        response = self.presigned_put(upload_id, key, body, headers, query=query, retries=False)
+        url = self.client.get_presigned_url("PUT", bucket, key, expires=timedelta(minutes=15),
+                                            extra_query_params=query)
+        with storage_errors(context):
+            return self.http.request("PUT", url, body=body, headers=headers, retries=False)
+
+    @staticmethod
+    def _etag_or_none(response, key: str, context: str) -> Optional[str]:
         if response.status in (200, 201):
             return response.headers.get("ETag", "").strip('"')
-        if response.status in (404, 409, 412):  # 404: If-Match on an object that is gone
+        if response.status in (404, 409, 412):
             return None
-        log.warning("PUT answered %d upload_id=%s key=%s", response.status, upload_id, key)
+        log.warning("PUT answered %d upload_id=%s key=%s", response.status, context, key)
         raise StorageUnavailable(f"PUT answered {response.status}")
 
     def conditional_put(self, upload_id: str, name: str, data: bytes,

@@ -239,18 +239,12 @@ class ChunkWriter:
                 if end_offset == self.info.length:
                     # The last chunk: its commit also finishes the upload (one write less).
                     # Every byte went through the running hash before this chunk was queued.
-                    self._mark_finished()
+                    mark_finished(self.info, self.hasher)
                 self.info_etag = self.objects.write_info(self.info, self.info_etag)
                 self.committed = end_offset
         except BaseException as exc:  # reported by run()
             if self.error is None:
                 self.error = exc
-
-    def _mark_finished(self) -> None:
-        self.info.completed = True
-        self.info.expires = None
-        if self.hasher is not None:
-            self.info.sha256 = self.hasher.hexdigest()
 
     def _touch_expiry(self) -> None:
         if self.settings.expiration:
@@ -337,7 +331,7 @@ class ChunkWriter:
             self._touch_expiry()
         finished = info.length is not None and info.offset == info.length and not info.completed
         if finished:
-            self._mark_finished()
+            mark_finished(self.info, self.hasher)
         if finished or (self.verifier is not None and received):
             self.info_etag = self.objects.write_info(info, self.info_etag)
         # A stop that cut the body short is said as such; one after its end changes nothing.
@@ -351,6 +345,15 @@ class ChunkWriter:
             raise LengthExceeded(
                 f"the body goes past the upload length; stored up to offset {info.offset}")
         return WriteResult(info=info, received=received, interrupted=interrupted)
+
+
+def mark_finished(info: UploadInfo, hasher) -> None:
+    """All bytes are stored: the upload no longer expires, and its digest is the running hash
+    (when this process saw every byte in order; otherwise a background pass computes it)."""
+    info.completed = True
+    info.expires = None
+    if hasher is not None:
+        info.sha256 = hasher.hexdigest()
 
 
 def _read_into(stream, view: memoryview) -> int:
