@@ -3,7 +3,7 @@
     python -m bench.bench [--scale F] [--rows tuspy,one,...] [--profile] [--workers N] [--threads N]
 
 Starts its own MinIO (a temporary data folder), tus-minio under gunicorn as `make run` serves
-it (`-c python:tus_server.gunicorn_conf`) and tusd with its S3 store on the same MinIO, runs
+it (`-c python:tus_server.ops.gunicorn_conf`) and tusd with its S3 store on the same MinIO, runs
 every row (bench/workloads.py) against each in turn and prints one Markdown table, with the
 targets of issue 12 as met / not met (also written to bench-results/latest.md).
 
@@ -301,7 +301,7 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"`{command}` (scale {scale:g}), {time.time() - started:.0f}s\n\n"
               f"Machine: {machine()}; client, servers and one MinIO (single drive) on it; "
               f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after. "
-              f"tus-minio: gunicorn with tus_server.gunicorn_conf"
+              f"tus-minio: gunicorn with tus_server.ops.gunicorn_conf"
               + (f", {args.workers} workers" if args.workers else "")
               + (f", {args.threads} threads" if args.threads else "")
               + f". tusd {TUSD_VERSION}: S3 store, part size "

@@ -18,7 +18,7 @@ from tests.helpers import ThreadedServer, create_url, head, metadata, patch
 from tests.minio_process import ACCESS_KEY, SECRET_KEY, MinioProcess
 from tus_server.app import create_app
 from tus_server.config import Settings
-from tus_server.minio_backend import MinioStore
+from tus_server.storage.minio_backend import MinioStore
 
 
 def main() -> None:

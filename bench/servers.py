@@ -1,5 +1,5 @@
 """The servers the bench runs side by side on one MinIO: tus-minio under gunicorn (as
-`make run` serves it, `-c python:tus_server.gunicorn_conf`), tusd v2.9.1 with its S3 store,
+`make run` serves it, `-c python:tus_server.ops.gunicorn_conf`), tusd v2.9.1 with its S3 store,
 and MinIO itself (the "direct" rows talk to it with minio-py)."""
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ class App(TusServer):
         self.log_path = workdir / f"gunicorn-{label}.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "tus_server.wsgi:app",
-             "--bind", f"127.0.0.1:{self.port}", "-c", "python:tus_server.gunicorn_conf",
+             "--bind", f"127.0.0.1:{self.port}", "-c", "python:tus_server.ops.gunicorn_conf",
              *sizing],
             cwd=ROOT, env=env, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
             start_new_session=True)

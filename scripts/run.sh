@@ -44,7 +44,7 @@ else
 fi
 
 .venv/bin/python -m gunicorn tus_server.wsgi:app --bind "$HOST:$PORT" \
-  -c python:tus_server.gunicorn_conf --workers "$WORKERS" --threads "$THREADS" \
+  -c python:tus_server.ops.gunicorn_conf --workers "$WORKERS" --threads "$THREADS" \
   --access-logfile - &
 app_pid=$!
 

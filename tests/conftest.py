@@ -19,7 +19,7 @@ import requests
 
 from tus_server.app import create_app
 from tus_server.config import Settings
-from tus_server.minio_backend import MinioStore
+from tus_server.storage.minio_backend import MinioStore
 
 from .helpers import ThreadedServer
 from .minio_process import ACCESS_KEY, ROOT, SECRET_KEY, MinioProcess, free_port
@@ -158,7 +158,7 @@ class GunicornServer:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "tus_server.wsgi:app", "--bind",
-             f"127.0.0.1:{self.port}", "-c", "python:tus_server.gunicorn_conf",
+             f"127.0.0.1:{self.port}", "-c", "python:tus_server.ops.gunicorn_conf",
              "--workers", str(self.workers)],
             cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)

@@ -10,7 +10,7 @@ from typing import Optional
 import requests
 from werkzeug.serving import make_server
 
-from tus_server.minio_backend import MinioStore
+from tus_server.storage.minio_backend import MinioStore
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTET = {"Content-Type": "application/offset+octet-stream"}

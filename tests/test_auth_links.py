@@ -14,7 +14,7 @@ import requests
 
 from tus_server.app import create_app
 from tus_server.config import ConfigError, Settings
-from tus_server.links import link_query
+from tus_server.access.links import link_query
 
 from .helpers import OCTET, TUS, metadata, upload_id
 from .minio_process import ROOT
@@ -155,7 +155,7 @@ def test_gunicorn_stops_with_the_message_instead_of_restarting_workers(minio):
     env = {"PATH": "/usr/bin:/bin", "HOST": "0.0.0.0", "MINIO_ENDPOINT": minio.endpoint}
     result = subprocess.run(
         [sys.executable, "-m", "gunicorn", "tus_server.wsgi:app", "--bind", "127.0.0.1:0",
-         "-c", "python:tus_server.gunicorn_conf", "--workers", "1"],
+         "-c", "python:tus_server.ops.gunicorn_conf", "--workers", "1"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "tus-minio: HOST=0.0.0.0 is reachable from other machines" in result.stderr

@@ -14,7 +14,7 @@ import requests
 
 from tus_server.app import create_app
 from tus_server.config import Settings
-from tus_server.minio_backend import MinioStore
+from tus_server.storage.minio_backend import MinioStore
 
 from .helpers import MIB, OCTET, TUS, ThreadedServer, create_url, head, metadata
 from .minio_process import ACCESS_KEY, SECRET_KEY, MinioProcess

@@ -272,7 +272,7 @@ def test_id_with_a_trailing_newline_is_404_before_minio_is_asked(make_server, me
 
 
 def test_id_check_uses_the_whole_value():
-    from tus_server.store import is_upload_id
+    from tus_server.storage.store import is_upload_id
 
     good = "tus-" + "ab" * 16
     assert is_upload_id(good)

@@ -9,7 +9,7 @@ import requests
 from minio.deleteobjects import DeleteObject
 
 from tus_server.config import HOOK_EVENTS, Settings
-from tus_server.hooks import SIGNALS
+from tus_server.events.hooks import SIGNALS
 
 from .helpers import TUS, b64, create, create_url, head, metadata, patch, upload_id
 from .hook_receiver import Receiver, closed_port_url

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tus_server.hooks_outbox import Outbox
+from tus_server.events.outbox import Outbox
 
 from .helpers import TUS, create_url, patch, upload_id
 from .hook_receiver import Receiver

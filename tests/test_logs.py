@@ -6,7 +6,7 @@ import logging
 
 import requests
 
-from tus_server.logs import JsonFormatter
+from tus_server.ops.logs import JsonFormatter
 
 from .helpers import TUS, create_url, metadata, patch
 

@@ -15,7 +15,7 @@ import pytest
 import requests
 from tusclient import client as tus_client
 
-from tus_server.minio_backend import LOCK_NAME
+from tus_server.storage.minio_backend import LOCK_NAME
 
 from .helpers import (
     MIB,

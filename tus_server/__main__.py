@@ -35,16 +35,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _mint(args, settings: Settings) -> int:
-    from .tokens import mint_token, parse_ttl
+    from .access.tokens import mint_token, parse_ttl
 
     print(mint_token(settings, args.sub, args.scope, parse_ttl(args.ttl)))
     return 0
 
 
 def _link(args, settings: Settings) -> int:
-    from .links import link_query
-    from .store import is_upload_id
-    from .tokens import parse_ttl
+    from .access.links import link_query
+    from .access.tokens import parse_ttl
+    from .storage.store import is_upload_id
 
     if not is_upload_id(args.upload_id):
         raise ValueError(f"{args.upload_id!r} is not an upload id (tus- and 32 hex characters)")
@@ -95,7 +95,7 @@ def hooks_command(settings: Settings, action: str, event_id: str | None) -> int:
     """`pending` lists the outbox (id, type, upload, attempts, next attempt, last error);
     `retry` makes an event due now (a running server sends it at its next scan); `drop`
     deletes it unsent."""
-    from .hooks_outbox import Outbox
+    from .events.outbox import Outbox
 
     outbox = Outbox(settings, _store(settings).objects)
     if action == "pending":
@@ -119,7 +119,7 @@ def hooks_command(settings: Settings, action: str, event_id: str | None) -> int:
 
 
 def _store(settings: Settings):
-    from .minio_backend import MinioStore
+    from .storage.minio_backend import MinioStore
 
     return MinioStore(settings)
 

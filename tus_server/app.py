@@ -12,15 +12,20 @@ from flask import Flask, jsonify, request, send_from_directory
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import auth, errors, hooks, ietf, logs, metrics
-from . import listing  # noqa: F401  (registers GET /files on the tus blueprint)
-from .body import drain_unread
-from .checksums import ALGORITHMS
+from . import errors
+from .access import auth
 from .config import Settings
-from .downloads import bp as downloads_bp
-from .minio_backend import MinioStore
-from .protocol import EXTENSIONS, bp as tus_bp
-from .store import (
+from .events import hooks
+from .http import listing  # noqa: F401  (registers GET /files on the tus blueprint)
+from .http import ietf
+from .http.body import drain_unread
+from .http.checksums import ALGORITHMS
+from .http.downloads import bp as downloads_bp
+from .http.tus import EXTENSIONS
+from .http.tus import bp as tus_bp
+from .ops import logs, metrics
+from .storage.minio_backend import MinioStore
+from .storage.store import (
     ChecksumMismatch,
     LengthExceeded,
     OffsetMismatch,
@@ -34,7 +39,7 @@ from .store import (
     UploadNotFound,
 )
 
-WEB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "web")
+WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 log = logging.getLogger("tus_server")
 
 # Response headers a browser client must be allowed to read: tusd's list, plus what downloads

@@ -12,7 +12,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-from ..store import UploadNotFound, WriteFenced
+from .store import UploadNotFound, WriteFenced
 
 log = logging.getLogger("tus_server.store")
 

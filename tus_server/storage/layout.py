@@ -19,7 +19,7 @@ import math
 from typing import Optional
 
 from ..config import Settings
-from ..store import UploadInfo, UploadNotFound, is_upload_id
+from .store import UploadInfo, UploadNotFound, is_upload_id
 
 INFO_NAME = ".tus/info.json"
 LOCK_NAME = ".tus/lock"

@@ -23,9 +23,9 @@ import time
 import uuid
 from typing import Callable, Optional
 
-from ..store import StoreError, UploadLocked
 from .layout import LOCK_NAME
 from .objects import Objects
+from .store import StoreError, UploadLocked
 
 log = logging.getLogger("tus_server.store")
 

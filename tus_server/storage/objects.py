@@ -29,8 +29,8 @@ from minio import Minio
 from minio.error import MinioException, S3Error
 
 from ..config import Settings
-from ..store import StorageUnavailable, UploadInfo, UploadNotFound, WriteFenced
 from .layout import INFO_NAME, location
+from .store import StorageUnavailable, UploadInfo, UploadNotFound, WriteFenced
 
 log = logging.getLogger("tus_server.store")
 

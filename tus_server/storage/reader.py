@@ -15,9 +15,9 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
-from ..store import StoredDataCorrupt, UploadInfo
 from .layout import chunk_count, chunk_key
 from .objects import CRC32C_HEADER, SHA256_META, Objects, crc32c_b64, storage_errors
+from .store import StoredDataCorrupt, UploadInfo
 
 log = logging.getLogger("tus_server.store")
 

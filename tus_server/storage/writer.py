@@ -37,7 +37,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, Optional
 
 from ..config import Settings
-from ..store import (
+from .layout import chunk_count, chunk_key
+from .lease import Lease
+from .objects import CRC32C_HEADER, Objects, crc32c_b64, storage_errors
+from .store import (
     BodyVerifier,
     ChecksumMismatch,
     LengthExceeded,
@@ -48,9 +51,6 @@ from ..store import (
     WriteFenced,
     WriteResult,
 )
-from .layout import chunk_count, chunk_key
-from .lease import Lease
-from .objects import CRC32C_HEADER, Objects, crc32c_b64, storage_errors
 
 log = logging.getLogger("tus_server.store")
 

@@ -8,7 +8,7 @@ import hmac
 import zlib
 from typing import Optional
 
-from .errors import BadRequest
+from ..errors import BadRequest
 
 ALGORITHMS = ("sha1", "sha256", "sha512", "md5", "crc32")
 

@@ -12,13 +12,15 @@ import unicodedata
 from urllib.parse import quote
 
 from flask import Blueprint, Response, current_app, request
-from werkzeug.http import http_date as werkzeug_http_date, parse_etags, parse_if_range_header
 from werkzeug.datastructures import ContentRange
+from werkzeug.http import http_date as werkzeug_http_date
+from werkzeug.http import parse_etags, parse_if_range_header
 
-from . import auth, errors
-from .protocol import load_upload
-from .store import StoredDataCorrupt, UploadInfo
-from .tus_headers import content_type_of, metadata_text, repr_digest
+from .. import errors
+from ..access import auth
+from ..storage.store import StoredDataCorrupt, UploadInfo
+from .context import load_upload
+from .headers import content_type_of, metadata_text, repr_digest
 
 bp = Blueprint("downloads", __name__)
 log = logging.getLogger("tus_server.downloads")

@@ -24,9 +24,9 @@ from minio.commonconfig import CopySource
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
-from .config import Settings
-from .storage.digests import DigestPasses, RunningHashes
-from .storage.layout import (  # noqa: F401  (names tests and tools import from here)
+from ..config import Settings
+from .digests import DigestPasses, RunningHashes
+from .layout import (  # noqa: F401  (names tests and tools import from here)
     INDEX_PREFIX,
     INFO_NAME,
     LOCK_NAME,
@@ -34,10 +34,9 @@ from .storage.layout import (  # noqa: F401  (names tests and tools import from 
     chunk_key,
     index_marker,
 )
-from .storage.lease import Lease, settle
-from .storage.objects import Objects, storage_errors
-from .storage.reader import ChunkReader
-from .storage.writer import ChunkWriter, mark_finished
+from .lease import Lease, settle
+from .objects import Objects, storage_errors
+from .reader import ChunkReader
 from .store import (
     BodyVerifier,
     LengthExceeded,
@@ -50,6 +49,7 @@ from .store import (
     WriteResult,
     is_upload_id,
 )
+from .writer import ChunkWriter, mark_finished
 
 log = logging.getLogger("tus_server.store")
 

@@ -13,8 +13,7 @@ import logging
 import signal
 import time
 
-from . import body
-from .config import Settings
+from ..config import Settings
 
 log = logging.getLogger("tus_server")
 # Seconds left for the 503 answers to leave after the bodies are closed.
@@ -22,6 +21,8 @@ ANSWER_GRACE = 0.5
 
 
 def stop_uploads(timeout: float) -> None:
+    from ..http import body  # lazily: ops sits below the HTTP layer
+
     started = time.monotonic()
     running = body.stop_all("shutdown")
     if running:

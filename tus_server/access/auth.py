@@ -23,10 +23,10 @@ from typing import Optional
 
 from flask import Flask, g, request
 
-from . import errors
-from .config import ConfigError, Settings, is_loopback
+from .. import errors
+from ..config import ConfigError, Settings, is_loopback
+from ..storage.store import UploadInfo
 from .links import LINK_SCOPE, LinkInvalid, link_query, verify_link
-from .store import UploadInfo
 from .tokens import TokenInvalid, TokenVerifier
 
 log = logging.getLogger("tus_server.auth")

@@ -11,17 +11,19 @@ from typing import Optional
 
 from flask import jsonify, request, url_for
 
-from . import auth, errors
-from .protocol import _settings, _store, _upload_url, bp
-from .store import UploadInfo, UploadNotFound
-from .tus_headers import metadata_text, parse_uint
+from .. import errors
+from ..access import auth
+from ..storage.store import UploadInfo, UploadNotFound
+from .context import current_settings, current_store, upload_url
+from .headers import metadata_text, parse_uint
+from .tus import bp
 
 
 def _download_url(info: UploadInfo) -> Optional[str]:
     if not info.completed or info.concat == "partial":
         return None
-    query = auth.download_query(_settings(), auth.current_caller(), info.id)
-    return _upload_url(info.id) + ("?" + query if query else "")
+    query = auth.download_query(current_settings(), auth.current_caller(), info.id)
+    return upload_url(info.id) + ("?" + query if query else "")
 
 
 def upload_summary(info: UploadInfo) -> dict:
@@ -42,7 +44,7 @@ def upload_summary(info: UploadInfo) -> dict:
         "expires": iso(info.expires),
         "concat": info.concat,
         "sha256": info.sha256,
-        "url": _upload_url(info.id),
+        "url": upload_url(info.id),
         "download_url": _download_url(info),
     }
 
@@ -51,7 +53,7 @@ def _infos(ids: list[str]) -> list[UploadInfo]:
     infos = []
     for upload_id in ids:
         try:
-            infos.append(_store().get(upload_id))
+            infos.append(current_store().get(upload_id))
         except UploadNotFound:  # terminated while we listed
             continue
     return infos
@@ -76,7 +78,7 @@ def list_uploads():
     auth.authorize(caller, auth.LIST)
     page = parse_uint("page", request.args.get("page")) if "page" in request.args else None
     if caller.admin and page is None:
-        ids, cursor = _store().list_page(after, per_page)
+        ids, cursor = current_store().list_page(after, per_page)
         response = jsonify({
             "uploads": [upload_summary(info) for info in _infos(ids)],
             "per_page": per_page,
@@ -86,7 +88,7 @@ def list_uploads():
         response.headers["Cache-Control"] = "no-store"
         return response
     page = page or 1
-    ids = _store().list_ids()
+    ids = current_store().list_ids()
     if caller.admin:
         total = len(ids)
         infos = _infos(ids[(page - 1) * per_page: page * per_page])

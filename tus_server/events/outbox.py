@@ -27,9 +27,9 @@ from typing import Callable, Optional
 
 from minio.error import S3Error
 
-from .config import Settings
-from .storage.objects import Objects, storage_errors
-from .store import UploadNotFound
+from ..config import Settings
+from ..storage.objects import Objects, storage_errors
+from ..storage.store import UploadNotFound
 
 log = logging.getLogger("tus_server.hooks")
 PREFIX = "outbox/"

@@ -31,20 +31,16 @@ import http_sf
 from flask import Flask, Response, current_app, request
 from werkzeug.http import parse_options_header
 
-from . import errors
+from .. import errors
+from ..access import auth, quotas
+from ..events import hooks
+from ..storage.store import ChecksumMismatch, OffsetMismatch, UploadInfo, new_upload_id
 from .checksums import ChecksumVerifier
-from . import auth, hooks, quotas
-from .protocol import (
-    _check_file_rules,
-    _content_length,
-    _has_body,
-    _upload_url,
-    delete as terminate,
-    load_upload,
-    write_body_result,
-)
-from .store import ChecksumMismatch, OffsetMismatch, UploadInfo, new_upload_id
-from .tus_headers import metadata_text, parse_metadata, repr_digest, safe_filename
+from .context import load_upload, upload_url
+from .headers import metadata_text, parse_metadata, repr_digest, safe_filename
+from .tus import _check_file_rules, _content_length, _has_body
+from .tus import delete as terminate
+from .tus import write_body_result
 
 SUPPORTED = (5, 6, 8)
 PARTIAL_UPLOAD = "application/partial-upload"
@@ -218,7 +214,7 @@ def create() -> Response:
     info = _finish_if_complete(info, complete, fully_received)
     current_app.logger.info("created upload_id=%s length=%s filename=%r protocol=ietf-draft",
                             info.id, length, info.filename)
-    return _answer(201, info, _limits(info), Location=_upload_url(info.id))
+    return _answer(201, info, _limits(info), Location=upload_url(info.id))
 
 
 # ----------------------------------------------------------------------------- an upload

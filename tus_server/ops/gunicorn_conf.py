@@ -1,16 +1,16 @@
-"""gunicorn settings for tus-minio (`gunicorn -c python:tus_server.gunicorn_conf ...`).
+"""gunicorn settings for tus-minio (`gunicorn -c python:tus_server.ops.gunicorn_conf ...`).
 
 Threaded workers: a PATCH holds a thread while its body arrives, so `THREADS` bounds the
 uploads a worker receives at once; an idle thread costs little (its chunk buffers are
 anonymous mappings that take memory only as bytes arrive). Slow or silent clients are let go
 after `TUS_BODY_TIMEOUT` seconds without a byte, keeping what they sent.
 
-On SIGTERM, SIGINT or SIGQUIT a worker first stops every running PATCH (`tus_server.shutdown`):
+On SIGTERM, SIGINT or SIGQUIT a worker first stops every running PATCH (`tus_server.ops.shutdown`):
 each stores what arrived, releases its lock and answers 503 with Retry-After; then gunicorn's
 own handler runs.
 
 Metrics: prometheus_client's multiprocess mode needs `PROMETHEUS_MULTIPROC_DIR` before any
-worker imports `tus_server.metrics`; when it is not set, a fresh temporary directory is made
+worker imports `tus_server.ops.metrics`; when it is not set, a fresh temporary directory is made
 here (in the master, at start) and removed at exit, so counts of an earlier run never leak in.
 A worker that exits has its live gauges removed (`child_exit`).
 """
@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 
-worker_class = "tus_server.gunicorn_worker.TusThreadWorker"
+worker_class = "tus_server.ops.gunicorn_worker.TusThreadWorker"
 workers = int(os.environ.get("WORKERS", "2"))
 threads = int(os.environ.get("THREADS", "128"))
 timeout = 300
@@ -33,7 +33,7 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 
 def post_worker_init(worker):
-    from tus_server.shutdown import install
+    from tus_server.ops.shutdown import install
 
     install(worker)
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-from . import errors
-from .config import Settings
-from .store import Store, UploadInfo, UploadNotFound
+from .. import errors
+from ..config import Settings
+from ..storage.store import Store, UploadInfo, UploadNotFound
 
 
 def _owned(store: Store, owner: str, exclude: Optional[str] = None) -> list[UploadInfo]:

@@ -10,14 +10,18 @@ from dataclasses import replace
 from typing import Optional
 from urllib.parse import urlparse
 
-from flask import Blueprint, Response, current_app, request, url_for
+from flask import Blueprint, Response, request, url_for
 
-from . import auth, errors, hooks, quotas
+from .. import errors
+from ..access import auth, quotas
+from ..config import Settings
+from ..events import hooks
+from ..storage.store import UploadInfo, UploadNotFound, WriteResult, is_upload_id, new_upload_id
 from .body import RequestBody
 from .checksums import ALGORITHMS, parse_upload_checksum
-from .config import Settings
-from .store import Store, UploadInfo, UploadNotFound, WriteResult, is_upload_id, new_upload_id
-from .tus_headers import (
+from .context import current_settings, current_store, load_upload, upload_url
+from .downloads import download_response
+from .headers import (
     encode_metadata,
     http_date,
     metadata_text,
@@ -34,14 +38,6 @@ OFFSET_STREAM = "application/offset+octet-stream"
 TUS_METHODS = ("POST", "HEAD", "PATCH", "DELETE")
 
 bp = Blueprint("tus", __name__)
-
-
-def _settings() -> Settings:
-    return current_app.config["TUS_SETTINGS"]
-
-
-def _store() -> Store:
-    return current_app.config["TUS_STORE"]
 
 
 @bp.before_request
@@ -63,30 +59,6 @@ def tus_headers(response: Response) -> Response:
     return response
 
 
-def _upload_url(upload_id: str) -> str:
-    return url_for("tus.upload", upload_id=upload_id, _external=True)
-
-
-def load_upload(upload_id: str, action: str, allow_expired: bool = False,
-                settle_writer: bool = False) -> UploadInfo:
-    """The upload's info if the caller may do `action` to it (`auth.authorize`), or 404 for an
-    id that cannot exist or belongs to someone else, or 410 once it expired.
-
-    The caller is authorized before anything else reveals or touches the upload: a foreign
-    upload's expiry must not show, and a HEAD must not make its owner's PATCH hand over.
-    """
-    if not is_upload_id(upload_id):
-        raise errors.NotFound(f"upload {upload_id[:80]!r} not found")
-    caller = auth.current_caller()
-    info = _store().get(upload_id, settle_writer=settle_writer and caller.open)
-    auth.authorize(caller, action, info)
-    if settle_writer and not caller.open:
-        info = _store().get(upload_id, settle_writer=True)
-    if not allow_expired and not info.completed and info.expires and info.expires < time.time():
-        raise errors.Gone(f"upload {upload_id} expired at {http_date(info.expires)}")
-    return info
-
-
 def _content_length() -> Optional[int]:
     return parse_uint("Content-Length", request.headers.get("Content-Length"))
 
@@ -102,7 +74,7 @@ def _is_offset_stream() -> bool:
 
 
 def _limit_headers() -> dict:
-    settings = _settings()
+    settings = current_settings()
     headers = {
         "Tus-Version": TUS_VERSION,
         "Tus-Extension": ",".join(EXTENSIONS),
@@ -170,8 +142,8 @@ def _check_file_rules(metadata: dict, settings: Settings) -> None:
 @bp.route("/files", methods=["POST"])
 @bp.route("/files/", methods=["POST"])
 def create():
-    settings = _settings()
-    store = _store()
+    settings = current_settings()
+    store = current_store()
     caller = auth.current_caller()
     auth.authorize(caller, auth.CREATE)
     length = parse_uint("Upload-Length", request.headers.get("Upload-Length"))
@@ -229,7 +201,7 @@ def create():
         store.schedule_digest(info.id)
 
     response = Response(status=201)
-    response.headers["Location"] = _upload_url(info.id)
+    response.headers["Location"] = upload_url(info.id)
     if with_body:
         info = _write_body(info, 0)
         response.headers["Upload-Offset"] = str(info.offset)
@@ -277,7 +249,7 @@ def _final_length(partial_ids: list[str]) -> int:
             raise errors.BadRequest(f"partial upload {partial_id} is not finished "
                                     f"({partial.offset} of {partial.length} bytes)")
         total += partial.length or 0
-    settings = _settings()
+    settings = current_settings()
     if settings.max_size and total > settings.max_size:
         raise errors.PayloadTooLarge(f"the partial uploads add up to {total} bytes, "
                                      f"more than Tus-Max-Size {settings.max_size}")
@@ -294,7 +266,7 @@ def write_body_result(info: UploadInfo, offset: int,
     """Store the body (checked by `verifier`, by default the tus `Upload-Checksum` if any);
     the hooks see a body that will finish the upload before it is stored when its length is
     announced (hooks.py explains pre-finish), and the result after."""
-    settings = _settings()
+    settings = current_settings()
     if verifier is None:
         verifier = parse_upload_checksum(request.headers.get("Upload-Checksum"))
     content_length = _content_length()
@@ -305,7 +277,7 @@ def write_body_result(info: UploadInfo, offset: int,
     body = RequestBody(request.environ, content_length, settings.body_timeout)
     stream = hooks.hooks().watch(info, offset, body)
     try:
-        result = _store().write(info.id, offset, stream, content_length, verifier=verifier,
+        result = current_store().write(info.id, offset, stream, content_length, verifier=verifier,
                                 limit=settings.max_size or None, known=info)
     finally:
         body.close()
@@ -357,8 +329,6 @@ def _plain_head(upload_id: str) -> Response:
     """HEAD without `Tus-Resumable` (curl -I, wget --spider, link checkers) asks about the
     download, so a finished file gets GET's headers (Content-Length of the file, Content-Type,
     ETag, Accept-Ranges). Anything else is not a file yet: it stays the tus answer, 412."""
-    from .downloads import download_response  # downloads imports this module
-
     info = load_upload(upload_id, auth.DOWNLOAD)
     if not info.completed or info.concat == "partial":
         raise errors.VersionMismatch("Tus-Resumable: 1.0.0 is required (a HEAD without it "
@@ -383,14 +353,14 @@ def patch(upload_id: str):
     if offset != info.offset:
         raise errors.Conflict(f"Upload-Offset {offset} does not match the stored offset {info.offset}")
 
-    settings = _settings()
+    settings = current_settings()
     if new_length is not None:
         if info.length is None:
             if settings.max_size and new_length > settings.max_size:
                 raise errors.PayloadTooLarge(
                     f"Upload-Length {new_length} is larger than Tus-Max-Size {settings.max_size}")
-            quotas.check_declared_length(_store(), settings, info, new_length)
-            info = _store().declare_length(upload_id, new_length)
+            quotas.check_declared_length(current_store(), settings, info, new_length)
+            info = current_store().declare_length(upload_id, new_length)
         elif new_length != info.length:
             raise errors.BadRequest(f"Upload-Length is already {info.length} and cannot change")
     if info.length is not None and content_length is not None \
@@ -415,6 +385,6 @@ def patch(upload_id: str):
 def delete(upload_id: str):
     info = load_upload(upload_id, auth.DELETE, allow_expired=True)
     hooks.emit("pre-terminate", info)
-    _store().terminate(upload_id)
+    current_store().terminate(upload_id)
     hooks.terminated(info)
     return Response(status=204)

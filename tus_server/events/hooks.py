@@ -37,13 +37,14 @@ from typing import Optional
 from flask import current_app, g, has_request_context, request
 from flask.signals import Namespace
 
-from . import errors, logs, metrics
-from .config import HOOK_EVENTS, Settings
-from .hooks_http import HookError, HookResponse, HttpHookSender, HTTPResponse
-from .hooks_outbox import Deliverer, Outbox
-from .storage.layout import INFO_NAME, chunk_count, location
-from .store import UploadInfo, WriteResult, is_upload_id
-from .tus_headers import metadata_text, safe_filename
+from .. import errors
+from ..config import HOOK_EVENTS, Settings
+from ..names import metadata_text, safe_filename
+from ..ops import logs, metrics
+from ..storage.layout import INFO_NAME, chunk_count, location
+from ..storage.store import UploadInfo, WriteResult, is_upload_id
+from .outbox import Deliverer, Outbox
+from .transport import HookError, HookResponse, HttpHookSender, HTTPResponse
 
 log = logging.getLogger("tus_server.hooks")
 DURABLE = ("post-finish", "post-terminate")

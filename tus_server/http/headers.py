@@ -7,8 +7,11 @@ import re
 from email.utils import formatdate
 from typing import Optional
 
-from .errors import BadRequest, MetadataTooLarge
-from .names import safe_filename  # noqa: F401  (re-exported: the rule lives in names.py)
+from ..errors import BadRequest, MetadataTooLarge
+from ..names import (  # noqa: F401  (re-exported: the rules live in names.py)
+    metadata_text,
+    safe_filename,
+)
 
 UINT64_MAX = 2**64 - 1
 _DIGITS = re.compile(r"^[0-9]+$")
@@ -62,17 +65,6 @@ def parse_metadata(raw: Optional[str], max_size: int) -> dict[str, Optional[str]
 
 def encode_metadata(metadata: dict[str, Optional[str]]) -> str:
     return ",".join(key if value is None else f"{key} {value}" for key, value in metadata.items())
-
-
-def metadata_text(metadata: dict[str, Optional[str]], key: str) -> Optional[str]:
-    """The decoded UTF-8 text of one metadata value (None if absent or not text)."""
-    value = metadata.get(key)
-    if not value:
-        return None
-    try:
-        return base64.b64decode(value).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
 
 
 def is_media_type(value: Optional[str]) -> bool:

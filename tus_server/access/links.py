@@ -18,7 +18,7 @@ import time
 from typing import Optional
 from urllib.parse import urlencode
 
-from .config import Settings
+from ..config import Settings
 
 LINK_SCOPE = "download"
 

@@ -17,7 +17,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from .config import ConfigError, Settings
+from ..config import ConfigError, Settings
 
 SCOPES = ("upload", "download", "admin")
 # Clocks of the issuer and this server differ a little; `exp` is honoured to the same margin.

@@ -1,0 +1,1 @@
+"""events: see the layout in README.md."""

@@ -1,0 +1,1 @@
+"""ops: see the layout in README.md."""
