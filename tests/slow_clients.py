@@ -38,17 +38,17 @@ class Fresh:
     detail: str = ""
 
 
-def fresh_client(base: str, timeout: float) -> Fresh:
+def fresh_client(files_url: str, timeout: float) -> Fresh:
     """create + PATCH 256 KiB + HEAD, checking the offset; its wall time."""
     body = os.urandom(FRESH_BYTES)
     started = time.monotonic()
     try:
         with requests.Session() as session:
-            r = session.post(base + "/files", headers={**TUS, "Upload-Length": str(len(body))},
+            r = session.post(files_url, headers={**TUS, "Upload-Length": str(len(body))},
                              timeout=timeout)
             if r.status_code != 201:
                 return Fresh(False, time.monotonic() - started, f"create {r.status_code}")
-            url = requests.compat.urljoin(base + "/files/", r.headers["Location"])
+            url = requests.compat.urljoin(files_url, r.headers["Location"])
             r = session.patch(url, data=body, timeout=timeout, headers={
                 **TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
             if r.status_code != 204:
@@ -62,9 +62,10 @@ def fresh_client(base: str, timeout: float) -> Fresh:
     return Fresh(True, time.monotonic() - started)
 
 
-def fresh_clients(base: str, count: int, timeout: float) -> list[Fresh]:
+def fresh_clients(files_url: str, count: int, timeout: float) -> list[Fresh]:
+    """`count` fresh clients at once."""
     with ThreadPoolExecutor(count) as pool:
-        return list(pool.map(lambda _: fresh_client(base, timeout), range(count)))
+        return list(pool.map(lambda _: fresh_client(files_url, timeout), range(count)))
 
 
 @dataclass
@@ -77,7 +78,7 @@ class Trickle:
 
 @dataclass
 class SlowLoad:
-    base: str
+    files_url: str
     patches: int
     half_headers: int
     first: int = 100
@@ -88,8 +89,9 @@ class SlowLoad:
     _next_byte: float = 0.0
 
     def __post_init__(self):
-        parts = urlsplit(self.base)
+        parts = urlsplit(self.files_url)
         self.address = (parts.hostname, parts.port or 80)
+        self.origin = f"{parts.scheme}://{parts.netloc}"
         raise_open_files(2 * (self.patches + self.half_headers) + 1024)
 
     def _connect(self) -> socket.socket:
@@ -99,11 +101,10 @@ class SlowLoad:
 
     def create_uploads(self, workers: int = 16) -> None:
         def create(_) -> str:
-            r = requests.post(self.base + "/files", timeout=60,
+            r = requests.post(self.files_url, timeout=60,
                               headers={**TUS, "Upload-Length": str(self.length)})
             r.raise_for_status()
-            return urlsplit(requests.compat.urljoin(self.base + "/files/",
-                                                    r.headers["Location"])).path
+            return urlsplit(requests.compat.urljoin(self.files_url, r.headers["Location"])).path
 
         with ThreadPoolExecutor(workers) as pool:
             self.trickles = [Trickle(path) for path in pool.map(create, range(self.patches))]
@@ -178,7 +179,7 @@ class SlowLoad:
         def head(trickle: Trickle) -> tuple[str, tuple[int, Optional[str]]]:
             deadline = time.monotonic() + 60
             while True:  # a 503 (every connection busy while the trickles store) is retried
-                r = requests.head(self.base + trickle.path, headers=TUS, timeout=60)
+                r = requests.head(self.origin + trickle.path, headers=TUS, timeout=60)
                 if r.status_code != 503 or time.monotonic() > deadline:
                     return trickle.path, (trickle.sent, r.headers.get("Upload-Offset"))
                 time.sleep(0.2)

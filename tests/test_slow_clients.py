@@ -32,14 +32,14 @@ def assert_kept(load: SlowLoad) -> None:
 
 def test_fresh_clients_are_served_beside_300_trickles_and_300_half_headers(gunicorn_server):
     app = gunicorn_server(workers=1, extra_env={"TUS_HEADER_TIMEOUT": str(HEADER_TIMEOUT)})
-    load = SlowLoad(app.url, patches=300, half_headers=300)
+    load = SlowLoad(app.url + "/files", patches=300, half_headers=300)
     load.create_uploads()
     try:
         load.open()
         opened = time.monotonic()
         load.hold(3.0)  # a byte or two more on every trickle
         assert load.halves_open() == 300
-        served = fresh_clients(app.url, 10, FRESH_TIMEOUT)
+        served = fresh_clients(app.url + "/files", 10, FRESH_TIMEOUT)
         assert [f.detail for f in served if not f.ok] == []
         assert not [t for t in load.trickles if t.cut], "a trickling PATCH was cut off"
         # The half-sent headers are closed once their deadline is past; trickles go on.
@@ -53,13 +53,13 @@ def test_fresh_clients_are_served_beside_300_trickles_and_300_half_headers(gunic
 
 def test_the_connection_cap_closes_idle_ones_first_then_answers_503(gunicorn_server):
     app = gunicorn_server(workers=1, retry_after=7, extra_env={"TUS_MAX_CONNECTIONS": "12"})
-    load = SlowLoad(app.url, patches=12, half_headers=12)
+    load = SlowLoad(app.url + "/files", patches=12, half_headers=12)
     load.create_uploads(workers=4)
     try:
         # 12 half-sent headers fill the worker; a fresh client still gets in (the oldest is
         # closed to make room), and so do the 12 trickles after it, one idle one each.
         load.open_halves()
-        assert fresh_client(app.url, FRESH_TIMEOUT).ok
+        assert fresh_client(app.url + "/files", FRESH_TIMEOUT).ok
         load.open_trickles()
         load.hold(1.0)
         assert load.halves_open() == 0
