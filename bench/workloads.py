@@ -424,6 +424,7 @@ def slow_clients(ctx: Context, fresh: int = 10) -> Row:
         within = sum(f.seconds <= 1.0 for f in ok)
         worst = max((f.seconds for f in served), default=0.0)
         errors = sorted({f.detail for f in served if not f.ok})
+        lost = [got for got in offsets.values() if str(got[0]) != got[1]]
         row.results[name] = Result(
             worst * 1000, rss=meter.server_peak_rss, rss_before=meter.rss.baseline.get("server"),
             ok=kept == len(offsets),
@@ -431,7 +432,9 @@ def slow_clients(ctx: Context, fresh: int = 10) -> Row:
                   f"{len(offsets)} kept their bytes, {cut} cut off, {halves} half-sent headers "
                   f"open at the fresh clients, peak RSS {meter.server_peak_rss / MIB:.0f} MiB, "
                   f"{len(offsets)} created in {created:.0f} s"
-                  + (f"; errors: {'; '.join(errors)[:200]}" if errors else ""))
+                  + (f"; errors: {'; '.join(errors)[:200]}" if errors else "")
+                  + (f"; (sent, offset) of some that did not keep them: {lost[:4]}"
+                     if lost else ""))
         row.goals[name] = within == fresh and kept == len(offsets) and \
             meter.server_peak_rss < GIB
     return row

@@ -178,9 +178,9 @@ class SlowLoad:
         """Each trickled upload's (bytes sent, Upload-Offset the server reports)."""
         def head(trickle: Trickle) -> tuple[str, tuple[int, Optional[str]]]:
             deadline = time.monotonic() + 60
-            while True:  # a 503 (every connection busy while the trickles store) is retried
+            while True:  # 503 (every connection busy) and 423 (still storing) are retried
                 r = requests.head(self.origin + trickle.path, headers=TUS, timeout=60)
-                if r.status_code != 503 or time.monotonic() > deadline:
+                if r.status_code not in (423, 503) or time.monotonic() > deadline:
                     return trickle.path, (trickle.sent, r.headers.get("Upload-Offset"))
                 time.sleep(0.2)
 
