@@ -309,7 +309,8 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"`{command}` (scale {scale:g}), {time.time() - started:.0f}s\n\n"
               f"Machine: {machine()}; client, servers and one MinIO (single drive) on it; "
               f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after. "
-              f"tus-minio: gunicorn with tus_server.ops.gunicorn_conf"
+              f"tus-minio: gunicorn with tus_server.ops.gunicorn_conf, "
+              f"TUS_WORKER={os.environ.get('TUS_WORKER') or 'gevent'}"
               + (f", {args.workers} workers" if args.workers else "")
               + (f", {args.threads} threads" if args.threads else "")
               + f". tusd {TUSD_VERSION}: S3 store, part size "
