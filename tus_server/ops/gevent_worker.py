@@ -21,14 +21,20 @@ from __future__ import annotations
 import resource
 import socket
 import time
+from functools import partial
 
 import gevent
 from gevent import Timeout
+from gevent.pool import Pool
+from gevent.server import StreamServer
+from gunicorn.sock import ssl_context
 from gunicorn.workers.ggevent import GeventWorker
 
 from ..config import ConfigError, Settings
 from .gunicorn_worker import PlainLimitErrors, plain_error
 
+# Connections accepted per turn of the event loop.
+ACCEPT_BATCH = 32
 # Connections the pool takes past the cap: the ones being answered 503 or closed to make room.
 SPARE = 64
 # Open files kept for everything but client connections (MinIO connections, logs, metrics).
@@ -80,9 +86,34 @@ class TusGeventWorker(PlainLimitErrors, GeventWorker):
         super().init_process()
 
     def run(self):
+        """gunicorn's gevent loop, but accepting up to `ACCEPT_BATCH` connections per turn of
+        the event loop: with several workers gunicorn takes one, and with thousands of busy
+        connections a turn is long, so new ones waited seconds in the listen queue."""
         self.log.info("gevent worker: up to %d connections, %g s for request headers",
                       self.max_connections, self.header_timeout)
-        super().run()
+        tls = {"ssl_context": ssl_context(self.cfg)} if self.cfg.is_ssl else {}
+        servers = []
+        for listener in self.sockets:
+            listener.setblocking(1)
+            server = StreamServer(listener, handle=partial(self.handle, listener),
+                                  spawn=Pool(self.worker_connections), **tls)
+            server.max_accept = ACCEPT_BATCH
+            server.start()
+            servers.append(server)
+        while self.alive:
+            self.notify()
+            gevent.sleep(1.0)
+        for server in servers:  # no new connections; the open ones may finish
+            server.close()
+        while self._make_room():  # those waiting for a request would only time out
+            pass
+        deadline = time.monotonic() + self.cfg.graceful_timeout
+        while time.monotonic() < deadline and any(
+                server.pool.free_count() != server.pool.size for server in servers):
+            self.notify()
+            gevent.sleep(0.2)
+        for server in servers:
+            server.stop(timeout=1)
 
     # ----------------------------------------------------------------- one connection
     def handle(self, listener, client, addr):
@@ -156,10 +187,3 @@ class TusGeventWorker(PlainLimitErrors, GeventWorker):
         finally:
             client.close()
 
-    # ----------------------------------------------------------------- stopping
-    def handle_exit(self, sig, frame):
-        """Stopping: connections that wait for a request are closed now, not after their
-        header timeout (gunicorn waits for every open connection to end)."""
-        super().handle_exit(sig, frame)
-        while self._make_room():
-            pass

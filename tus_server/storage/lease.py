@@ -39,7 +39,7 @@ WAIT_STEP = 0.05
 # most: with thousands of slow uploads open (the gevent worker), each keeper looks less often
 # than once a second instead of flooding MinIO (renewals, every third of the lease, still
 # notice a changed lock too).
-KEEPER_READS_PER_SECOND = 200.0
+KEEPER_READS_PER_SECOND = 100.0
 
 # Leases held by this process, by holder id: a request here hands over in memory.
 _held: dict[str, "Lease"] = {}
