@@ -25,6 +25,8 @@ from tests.slow_clients import SlowLoad, fresh_clients
 DIRECT_BUCKET = "bench-direct"
 # Seconds a fresh client of the slow-clients row may take before it counts as not served.
 SLOW_FRESH_TIMEOUT = 10.0
+# Seconds the slow clients are held open before the fresh clients come.
+SLOW_SETTLE = 7.0
 SERVERS = ("ours", "tusd", "direct")
 
 
@@ -412,7 +414,9 @@ def slow_clients(ctx: Context, fresh: int = 10) -> Row:
         with ctx.meter(name) as meter:
             try:
                 load.open()
-                load.hold(4.0)
+                # Past the start (the server takes 3,000 connections and opens 2,000 uploads'
+                # locks) and before TUS_HEADER_TIMEOUT (10 s) lets the half-sent headers go.
+                load.hold(SLOW_SETTLE)
                 halves = load.halves_open()
                 served = fresh_clients(ctx.server(name).files_url, fresh, SLOW_FRESH_TIMEOUT)
                 cut = sum(t.cut for t in load.trickles)
