@@ -37,6 +37,7 @@ from .storage.store import (
     UploadGone,
     UploadLocked,
     UploadNotFound,
+    UploadTakenOver,
 )
 
 WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
@@ -119,6 +120,10 @@ def _store_error(error: StoreError) -> errors.TusError:
         return errors.Conflict(str(error))
     if isinstance(error, LengthExceeded):
         return errors.PayloadTooLarge(str(error))
+    if isinstance(error, UploadTakenOver):
+        # tusd's ERR_UPLOAD_INTERRUPTED: tus clients retry a 423 but not a 400, so the
+        # superseded client does not come back and take the upload back from its successor.
+        return errors.BadRequest(str(error))
     if isinstance(error, UploadLocked):
         return errors.Locked(str(error))
     if isinstance(error, ChecksumMismatch):
