@@ -18,7 +18,7 @@ from .config import Settings
 from .events import hooks
 from .http import listing  # noqa: F401  (registers GET /files on the tus blueprint)
 from .http import ietf
-from .http.body import drain_unread
+from .http.body import BODY_TAKEN, answered, drain_unread
 from .http.checksums import ALGORITHMS
 from .http.downloads import bp as downloads_bp
 from .http.tus import EXTENSIONS
@@ -216,6 +216,14 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
             mapped.headers["Retry-After"] = str(settings.retry_after)
             log.warning("storage unavailable: %s", error)
         return errors.log_and_render(mapped)
+
+    @app.after_request
+    def tell_shutdown_when_answered(response):
+        # A shutdown waits for the answers of the uploads it stopped, not a fixed grace.
+        if request.environ.get(BODY_TAKEN) is not None:
+            environ = request.environ
+            response.call_on_close(lambda: answered(environ))
+        return response
 
     @app.after_request
     def drain_refused_body(response):

@@ -45,7 +45,7 @@ STOP_GRACE = 0.5
 # Seconds `has_more` waits for a chunked body's next bytes or its end.
 END_PROBE = 1.0
 
-# Set in the WSGI environ once a `RequestBody` reads the request's body.
+# The `RequestBody` reading the request's body, in its WSGI environ.
 BODY_TAKEN = "tus_server.body_taken"
 # The largest chunk size taken: what a signed 64-bit offset holds (nginx's bound; Go's net/http,
 # tusd's, takes at most 16 hex digits). A larger one is a framing error, not a promise of data.
@@ -69,9 +69,17 @@ def stop_all(reason: str = "shutdown") -> int:
 
 
 def wait_idle(timeout: float) -> bool:
-    """Wait until no request body is open in this process (their requests have answered)."""
+    """Wait until every request that read a body in this process has sent its answer."""
     with _idle:
         return _idle.wait_for(lambda: not _active, timeout=timeout)
+
+
+def answered(environ: dict) -> None:
+    """The answer to the request whose body `environ` holds has been sent (the app calls this
+    when the WSGI server closes the response): a shutdown need not wait for it any more."""
+    body = environ.get(BODY_TAKEN)
+    if isinstance(body, RequestBody):
+        body._release(answered=True)
 
 
 class _PatientSocket:
@@ -141,7 +149,7 @@ def drain_unread(environ: dict, content_length: Optional[int], seconds: float = 
     """
     if environ.get(BODY_TAKEN) or (content_length == 0) or environ.get("wsgi.input") is None:
         return
-    body = RequestBody(environ, content_length, timeout=1.0)
+    body = RequestBody(environ, content_length, timeout=1.0, awaits_answer=False)
     scratch = memoryview(bytearray(PIECE))
     deadline = time.monotonic() + seconds
     try:
@@ -181,8 +189,13 @@ def _bounded(parse_chunk_size):
 
 
 class RequestBody:
-    def __init__(self, environ: dict, content_length: Optional[int], timeout: float = 60.0):
-        environ[BODY_TAKEN] = True
+    def __init__(self, environ: dict, content_length: Optional[int], timeout: float = 60.0,
+                 awaits_answer: bool = True):
+        """`awaits_answer`: the body keeps a shutdown waiting until `answered(environ)` too,
+        not only until `close()` (so the worker does not exit before the answer went out)."""
+        environ[BODY_TAKEN] = self
+        self._awaits_answer = awaits_answer
+        self._closed = False
         self._input = environ.get("wsgi.input")
         self._remaining = content_length  # None: chunked, read to the end
         self.timeout = timeout
@@ -328,6 +341,14 @@ class RequestBody:
         return False
 
     # ----------------------------------------------------------------- stopping, closing
+    def _release(self, closed: bool = False, answered: bool = False) -> None:
+        with _idle:
+            self._closed |= closed
+            self._awaits_answer &= not answered
+            if self._closed and not self._awaits_answer:
+                _active.discard(self)
+                _idle.notify_all()
+
     def stop(self, reason: str) -> None:
         """End the body early, from any thread: the read in progress ends within `POLL` s,
         after taking what already arrived."""
@@ -336,9 +357,7 @@ class RequestBody:
 
     def close(self) -> None:
         """Done with the body: a connection whose body was not read to the end is closed."""
-        with _idle:
-            _active.discard(self)
-            _idle.notify_all()
+        self._release(closed=True)
         if self._restore is not None:
             owner, attribute, original = self._restore
             setattr(owner, attribute, original)
