@@ -167,20 +167,27 @@ def test_token_planted_in_a_link_is_not_used_until_the_user_says_so(auth_server,
     """Login CSRF: `/#token=<mallory's token>` must not make the page upload into mallory's
     account. The page names the token's owner and asks; Ignore keeps the user's own token."""
     alice, mallory = make_token("alice", ttl=3600), make_token("mallory", ttl=3600)
-    open_page(page, auth_server)
-    page.fill("#token", alice)
-    page.locator("#token-form button[type=submit]").click()
-    expect(page.locator("#token-status")).to_contain_text("as “alice”")
-
-    first_request = len(browser_log.requests)
-    page.goto("about:blank")  # as a link on another site: a new load of the page, same tab
+    # A tab opened by the link alone: no token is used until the user accepts this one.
     page.goto(auth_server.url + "/#token=" + mallory)
     page.wait_for_selector("body[data-ready='true']")
     assert "token" not in page.url
+    assert page.evaluate("sessionStorage.getItem('tus-minio-token')") is None
+    assert not [r for r in browser_log.requests if r.headers.get("authorization")]
+    expect(page.locator("#token-status")).to_contain_text("needs an access token")
+    expect(page.locator("#token-offer")).to_contain_text("“mallory”")
+
+    # The user's own token, then the planted link again (a new load of the page, same tab).
+    page.fill("#token", alice)
+    page.locator("#token-form button[type=submit]").click()
+    expect(page.locator("#token-status")).to_contain_text("as “alice”")
+    first_request = len(browser_log.requests)
+    page.goto("about:blank")
+    page.goto(auth_server.url + "/#token=" + mallory)
+    page.wait_for_selector("body[data-ready='true']")
     offer = page.locator("#token-offer")
     expect(offer).to_be_visible()
     expect(offer).to_contain_text("“mallory”")
-    expect(page.locator("#token-status")).to_contain_text("as “alice”")  # not switched yet
+    expect(page.locator("#token-status")).to_contain_text("as “alice”")  # not switched
     page.get_by_role("button", name="Ignore").click()
     expect(offer).to_be_hidden()
 
@@ -192,12 +199,4 @@ def test_token_planted_in_a_link_is_not_used_until_the_user_says_so(auth_server,
         [(r.method, r.url, r.headers.get("authorization", "")[:20]) for r in sent]
     mallorys = requests.get(auth_server.files_url(), headers={"Authorization": "Bearer " + mallory})
     assert mallorys.status_code == 200 and mallorys.json()["uploads"] == []
-
-    # A fresh tab opened by the link alone has no token until the user accepts this one.
-    fresh = page.context.new_page()
-    fresh.goto(auth_server.url + "/#token=" + mallory)
-    fresh.wait_for_selector("body[data-ready='true']")
-    expect(fresh.locator("#token-status")).to_contain_text("needs an access token")
-    expect(fresh.locator("#token-offer")).to_contain_text("“mallory”")
-    assert fresh.evaluate("sessionStorage.getItem('tus-minio-token')") is None
     assert_clean_console(browser_log)
