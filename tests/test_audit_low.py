@@ -13,7 +13,7 @@ import requests
 from .cli_helpers import assert_ok, assert_one_line_failure, run_cli, upload, write_part_state
 from .helpers import TUS, create, create_url, metadata, patch
 from .hook_receiver import closed_port_url
-from .test_hooks import hook_server, receiver, remove_bucket  # noqa: F401  (fixtures)
+from .test_hooks import hook_server  # noqa: F401  (a fixture)
 from .test_metrics import scrape
 
 

@@ -174,7 +174,7 @@ def test_shutdown_mid_patch_answers_503_and_keeps_every_byte(gunicorn_server, st
     status, headers, body = writer.response()
     assert status == 503, body
     assert headers.get("retry-after")
-    app.proc.wait(timeout=15)
+    assert app.proc.wait(timeout=15) == 0  # an asked-for stop is a clean exit, as tusd's
     assert time.monotonic() - began < 8, "the worker did not let go promptly"
     writer.close()
     assert "Traceback" not in app.log_path.read_text()
