@@ -47,8 +47,6 @@ class MethodNotAllowed(TusError):
     status, reason, message = 405, "Method Not Allowed", "method not allowed"
 
 
-
-
 class Conflict(TusError):
     status, reason, message = 409, "Conflict", "conflict"
 
