@@ -20,7 +20,7 @@ minio_pid="" app_pid="" app_status=0
 stop_all() {
   trap '' INT TERM  # a second Ctrl-C must not leave MinIO running
   if [ -n "$app_pid" ]; then
-    kill "$app_pid" 2>/dev/null
+    kill "$app_pid" 2>/dev/null || true  # it may have stopped already (Ctrl-C reaches it too)
     wait "$app_pid" 2>/dev/null || app_status=$?
     app_pid=""
   fi
