@@ -2,8 +2,10 @@
 400 that keeps only well-framed bytes, post-receive timing, and a clean shutdown."""
 from __future__ import annotations
 
+import socket
 import threading
 import time
+from urllib.parse import urlparse
 
 
 from tus_server.events.hooks import SIGNALS
@@ -63,6 +65,21 @@ def test_bad_chunk_framing_is_400_and_keeps_only_the_good_bytes_gunicorn(gunicor
 def test_bad_chunk_framing_is_400_and_keeps_only_the_good_bytes_dev_server(make_server, store):
     server = make_server(body_timeout=2.0)
     _assert_only_good_bytes_kept(_send_each_bad_framing(server.url, store))
+
+
+def test_bad_chunk_framing_on_an_ietf_append_is_400_too(make_server, store):
+    server = make_server()
+    url = create_url(server.url, 100)
+    parts = urlparse(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall((f"PATCH {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                      "Upload-Draft-Interop-Version: 6\r\nUpload-Offset: 0\r\n"
+                      "Upload-Complete: ?0\r\nContent-Type: application/partial-upload\r\n"
+                      "Transfer-Encoding: chunked\r\n\r\n").encode()
+                     + b"5\r\nhello\r\n0x5\r\nworld\r\n0\r\n\r\n")
+        status = int(sock.recv(65536).split(b" ", 2)[1])
+    assert status == 400
+    assert _offset(url) == 5 and stored_file(store, upload_id(url)) == GOOD
 
 
 def test_good_chunked_body_with_extension_and_trailer_is_stored(make_server, store):
