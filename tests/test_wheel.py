@@ -183,13 +183,13 @@ def served(installed, minio):
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # a generous bound for a loaded machine
         while True:
             assert proc.poll() is None, _read(log)
             try:
-                if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
+                if requests.get(f"{base}/healthz", timeout=10).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or slow to answer
                 pass
             assert time.monotonic() < deadline, _read(log)
             time.sleep(0.2)
