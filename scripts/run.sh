@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Serve the app with gunicorn on $HOST:$PORT. Uses the MinIO answering at $MINIO_ENDPOINT, or
-# starts a local one there (scripts/minio.sh, data in $MINIO_DATA, log in $MINIO_LOG) and stops
-# it again on exit (Ctrl-C stops both). Once the app answers it prints, once, where everything
-# is; the probes before that are silent (no `curl: (7)` for every try while MinIO starts).
+# Serve the app (`tus-minio serve`: gunicorn) on $HOST:$PORT. Uses the MinIO answering at
+# $MINIO_ENDPOINT, or starts a local one there (scripts/minio.sh, data in $MINIO_DATA, log in
+# $MINIO_LOG) and stops it again on exit (Ctrl-C stops both). Once the app answers it prints,
+# once, where everything is; the probes before that are silent (no `curl: (7)` for every try
+# while MinIO starts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${HOST:=127.0.0.1}" "${PORT:=5000}" "${MINIO_ENDPOINT:=127.0.0.1:9000}"
 : "${WORKERS:=2}" "${THREADS:=128}" "${MINIO_DATA:=$PWD/data/minio}" "${MINIO_LOG:=data/minio.log}"
-export MINIO_DATA
+export HOST PORT MINIO_ENDPOINT WORKERS THREADS MINIO_DATA
 scheme=http; [ "${MINIO_SECURE:-0}" = 1 ] && scheme=https
 mkdir -p "$(dirname "$MINIO_LOG")"
 
@@ -34,7 +35,7 @@ trap 'stop_all; exit "$app_status"' INT TERM
 
 case "$HOST" in 0.0.0.0|::|'') url_host=127.0.0.1 ;; *) url_host=$HOST ;; esac
 case "${TUS_AUTH:-}" in
-  jwt) access="bearer tokens (TUS_AUTH=jwt); mint one: .venv/bin/python -m tus_server token --sub you" ;;
+  jwt) access="bearer tokens (TUS_AUTH=jwt); mint one: .venv/bin/tus-minio token --sub you" ;;
   none) access="no access control (TUS_AUTH=none): anyone who reaches the port" ;;
   *) access="open to this machine only (set TUS_AUTH=jwt to require tokens)" ;;
 esac
@@ -49,9 +50,9 @@ else
   minio_where="$scheme://$MINIO_ENDPOINT (started here; data in $MINIO_DATA, log in $MINIO_LOG)"
 fi
 
-.venv/bin/python -m gunicorn tus_server.wsgi:app --bind "$HOST:$PORT" \
-  -c python:tus_server.ops.gunicorn_conf --workers "$WORKERS" --threads "$THREADS" \
-  --access-logfile - &
+# The production server (gunicorn with tus_server/ops/gunicorn_conf.py; HOST, PORT, WORKERS,
+# THREADS from the environment), the same command as a pip-installed `tus-minio serve`.
+.venv/bin/tus-minio serve &
 app_pid=$!
 
 until app_answers; do

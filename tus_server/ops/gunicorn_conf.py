@@ -1,4 +1,5 @@
-"""gunicorn settings for tus-minio (`gunicorn -c python:tus_server.ops.gunicorn_conf ...`).
+"""gunicorn settings for tus-minio: `tus-minio serve` runs
+`gunicorn tus_server.wsgi:app -c python:tus_server.ops.gunicorn_conf`.
 
 Threaded workers: a PATCH holds a thread while its body arrives, so `THREADS` bounds the
 uploads a worker receives at once; an idle thread costs little (its chunk buffers are
