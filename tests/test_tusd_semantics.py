@@ -7,7 +7,6 @@ import threading
 import time
 from urllib.parse import urlparse
 
-
 from tus_server.events.hooks import SIGNALS
 
 from .helpers import MIB, create_url, head, metadata, patch, stored_file, upload_id
@@ -127,8 +126,8 @@ def test_first_post_receive_comes_one_interval_after_the_patch_began(make_server
 
 # ----------------------------------------------------------------------------- shutdown
 def test_shutdown_lets_go_once_the_stopped_upload_has_answered(make_server, monkeypatch):
-    """The worker's shutdown step returns when the 503 has gone out, not after a fixed grace
-    (it was 0.5 s; gunicorn's own exit then adds about 0.1-0.2 s, as tusd's whole 0.2 s)."""
+    """The worker's shutdown step returns when the 503 has gone out, not after a fixed 0.5 s
+    grace; gunicorn's own exit comes after it (test_integrity checks that it is status 0)."""
     from tus_server.http import body as body_module
     from tus_server.ops.shutdown import stop_uploads
 
