@@ -17,15 +17,21 @@ minio_ready() { curl -fs -o /dev/null --max-time 2 "$scheme://$MINIO_ENDPOINT/mi
 # Any HTTP answer counts (a 503 from /healthz is the app answering that MinIO is not).
 app_answers() { curl -s -o /dev/null --max-time 2 "http://$url_host:$PORT/healthz"; }
 
-minio_pid="" app_pid=""
+minio_pid="" app_pid="" app_status=0
 stop_all() {
   trap '' INT TERM  # a second Ctrl-C must not leave MinIO running
-  [ -n "$app_pid" ] && kill "$app_pid" 2>/dev/null && wait "$app_pid" 2>/dev/null
+  if [ -n "$app_pid" ]; then
+    kill "$app_pid" 2>/dev/null || true  # it may have stopped already (Ctrl-C reaches it too)
+    wait "$app_pid" 2>/dev/null || app_status=$?
+    app_pid=""
+  fi
   [ -n "$minio_pid" ] && kill "$minio_pid" 2>/dev/null && wait "$minio_pid" 2>/dev/null
   true
 }
 trap stop_all EXIT
-trap 'exit 130' INT TERM
+# Ctrl-C or a TERM is the asked-for way to stop: exit 0 once the app has shut down cleanly
+# (gunicorn exits 0 after it), its own status if it did not.
+trap 'stop_all; exit "$app_status"' INT TERM
 
 case "$HOST" in 0.0.0.0|::|'') url_host=127.0.0.1 ;; *) url_host=$HOST ;; esac
 case "${TUS_AUTH:-}" in
