@@ -29,11 +29,11 @@ export HOST PORT MINIO_ENDPOINT MINIO_ACCESS_KEY MINIO_SECRET_KEY MINIO_DATA WOR
 MINIO_BIN ?= $(or $(shell command -v minio 2>/dev/null),$(TOOLS)/minio)
 export MINIO_BIN
 
-.PHONY: setup run minio test chromium bench clean
+.PHONY: setup run minio test chromium bench dist clean
 
 setup: $(VENV)/.installed $(MINIO_BIN) node_modules/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
@@ -76,5 +76,9 @@ chromium:
 bench: setup $(TOOLS)/tusd
 	TUSD_BIN=$(TOOLS)/tusd $(PY) -m bench.bench $(BENCH_ARGS)
 
+# The sdist and the wheel (the whole server, Uppy's files included) in dist/.
+dist: setup
+	$(PY) -m build --no-isolation --outdir dist .
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis build dist

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Serve the app with gunicorn on $HOST:$PORT. Uses the MinIO answering at $MINIO_ENDPOINT, or
-# starts a local one there (scripts/minio.sh, data in $MINIO_DATA, log in $MINIO_LOG) and stops
-# it again on exit (Ctrl-C stops both). Once the app answers it prints, once, where everything
-# is; the probes before that are silent (no `curl: (7)` for every try while MinIO starts).
+# Serve the app (`tus-minio serve`: gunicorn) on $HOST:$PORT. Uses the MinIO answering at
+# $MINIO_ENDPOINT, or starts a local one there (scripts/minio.sh, data in $MINIO_DATA, log in
+# $MINIO_LOG) and stops it again on exit (Ctrl-C stops both). Once the app answers it prints,
+# once, where everything is; the probes before that are silent (no `curl: (7)` for every try
+# while MinIO starts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${HOST:=127.0.0.1}" "${PORT:=5000}" "${MINIO_ENDPOINT:=127.0.0.1:9000}"
 : "${WORKERS:=2}" "${THREADS:=128}" "${MINIO_DATA:=$PWD/data/minio}" "${MINIO_LOG:=data/minio.log}"
-export MINIO_DATA
+export HOST PORT MINIO_ENDPOINT WORKERS THREADS MINIO_DATA
 scheme=http; [ "${MINIO_SECURE:-0}" = 1 ] && scheme=https
 mkdir -p "$(dirname "$MINIO_LOG")"
 
@@ -16,19 +17,25 @@ minio_ready() { curl -fs -o /dev/null --max-time 2 "$scheme://$MINIO_ENDPOINT/mi
 # Any HTTP answer counts (a 503 from /healthz is the app answering that MinIO is not).
 app_answers() { curl -s -o /dev/null --max-time 2 "http://$url_host:$PORT/healthz"; }
 
-minio_pid="" app_pid=""
+minio_pid="" app_pid="" app_status=0
 stop_all() {
   trap '' INT TERM  # a second Ctrl-C must not leave MinIO running
-  [ -n "$app_pid" ] && kill "$app_pid" 2>/dev/null && wait "$app_pid" 2>/dev/null
+  if [ -n "$app_pid" ]; then
+    kill "$app_pid" 2>/dev/null || true  # it may have stopped already (Ctrl-C reaches it too)
+    wait "$app_pid" 2>/dev/null || app_status=$?
+    app_pid=""
+  fi
   [ -n "$minio_pid" ] && kill "$minio_pid" 2>/dev/null && wait "$minio_pid" 2>/dev/null
   true
 }
 trap stop_all EXIT
-trap 'exit 130' INT TERM
+# Ctrl-C or a TERM is the asked-for way to stop: exit 0 once the app has shut down cleanly
+# (gunicorn exits 0 after it), its own status if it did not.
+trap 'stop_all; exit "$app_status"' INT TERM
 
 case "$HOST" in 0.0.0.0|::|'') url_host=127.0.0.1 ;; *) url_host=$HOST ;; esac
 case "${TUS_AUTH:-}" in
-  jwt) access="bearer tokens (TUS_AUTH=jwt); mint one: .venv/bin/python -m tus_server token --sub you" ;;
+  jwt) access="bearer tokens (TUS_AUTH=jwt); mint one: .venv/bin/tus-minio token --sub you" ;;
   none) access="no access control (TUS_AUTH=none): anyone who reaches the port" ;;
   *) access="open to this machine only (set TUS_AUTH=jwt to require tokens)" ;;
 esac
@@ -43,9 +50,9 @@ else
   minio_where="$scheme://$MINIO_ENDPOINT (started here; data in $MINIO_DATA, log in $MINIO_LOG)"
 fi
 
-.venv/bin/python -m gunicorn tus_server.wsgi:app --bind "$HOST:$PORT" \
-  -c python:tus_server.ops.gunicorn_conf --workers "$WORKERS" --threads "$THREADS" \
-  --access-logfile - &
+# The production server (gunicorn with tus_server/ops/gunicorn_conf.py; HOST, PORT, WORKERS,
+# THREADS from the environment), the same command as a pip-installed `tus-minio serve`.
+.venv/bin/tus-minio serve &
 app_pid=$!
 
 until app_answers; do

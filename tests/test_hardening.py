@@ -9,7 +9,6 @@ import logging
 import re
 import socket
 import time
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -21,7 +20,6 @@ from .helpers import OCTET, TUS, create, create_url, head, metadata, patch, uplo
 
 DEAD_MINIO = "127.0.0.1:1"
 TIB = 1024 ** 4
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def create_partial(base: str, data: bytes) -> str:
@@ -346,14 +344,3 @@ def test_healthy_healthz_does_not_name_minio(server):
     response = requests.get(server.url + "/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
-
-
-# ------------------------------------------------------------------ 12. README
-def test_every_environment_variable_is_in_the_readme_table():
-    config = (ROOT / "tus_server" / "config.py").read_text()
-    names = set(re.findall(r'"((?:TUS|MINIO)_[A-Z_]+)"', config)) - {"MINIO_ROOT_USER",
-                                                                   "MINIO_ROOT_PASSWORD"}
-    readme = (ROOT / "README.md").read_text()
-    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
-    missing = sorted(name for name in names if f"`{name}`" not in table)
-    assert not missing

@@ -4,7 +4,7 @@
 `tus_server.*` module runs this file first, and the transfer client (`tus_server.cli`) must not
 pay for Flask and minio, nor spend its start-up in imports a Ctrl-C could break into.
 
-When this process is the CLI (`python -m tus_server.cli`, or the `tus-minio` script), a Ctrl-C
+When this process is the CLI (`python -m tus_server[.cli]`, or the `tus-minio` script), a Ctrl-C
 from here on exits quietly with status 130: Python would otherwise print a KeyboardInterrupt
 traceback if it came while the import system is still looking for `tus_server.cli`, before
 that package's own first line can install the handler. The server is never touched by this.
@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 
 def _cli_is_starting() -> bool:
     if _sys.argv[:1] == ["-m"]:  # runpy is importing the packages of `python -m <module>`
-        return "tus_server.cli" in getattr(_sys, "orig_argv", ())
+        return bool({"tus_server", "tus_server.cli"} & set(getattr(_sys, "orig_argv", ())))
     return bool(_sys.argv) and _os.path.basename(_sys.argv[0]) == "tus-minio"
 
 

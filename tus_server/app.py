@@ -18,7 +18,7 @@ from .config import Settings
 from .events import hooks
 from .http import listing  # noqa: F401  (registers GET /files on the tus blueprint)
 from .http import ietf
-from .http.body import drain_unread
+from .http.body import BODY_TAKEN, answered, drain_unread
 from .http.checksums import ALGORITHMS
 from .http.downloads import bp as downloads_bp
 from .http.tus import EXTENSIONS
@@ -37,6 +37,7 @@ from .storage.store import (
     UploadGone,
     UploadLocked,
     UploadNotFound,
+    UploadTakenOver,
 )
 
 WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
@@ -87,6 +88,28 @@ class MethodOverride:
         return self.wsgi_app(environ, start_response)
 
 
+# A URL path as RFC 3986 writes one (pchar and `/`), starting with exactly one `/`.
+PREFIX_PATH = re.compile(r"/(?!/)[A-Za-z0-9\-._~!$&'()*+,;=:@%/]*")
+
+
+class PathOnlyPrefix:
+    """`X-Forwarded-Prefix` becomes the start of every `Location` (ProxyFix puts it in
+    SCRIPT_NAME): one that is not a plain path (`//evil.example`, `https://…`, a backslash) is
+    dropped, so a request cannot make the server send clients elsewhere."""
+
+    def __init__(self, wsgi_app):
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        prefix = environ.get("HTTP_X_FORWARDED_PREFIX")
+        if prefix is not None and not all(PREFIX_PATH.fullmatch(part.strip())
+                                          for part in prefix.split(",")):
+            log.warning("ignoring X-Forwarded-Prefix %s: not a path",
+                        errors.log_safe(prefix[:200]))
+            del environ["HTTP_X_FORWARDED_PREFIX"]
+        return self.wsgi_app(environ, start_response)
+
+
 def _host_name(host: str) -> str:
     """`Host` without its port: `example.com:8080` -> `example.com`, `[::1]:5000` -> `[::1]`."""
     name = host.rsplit(":", 1)[0] if host.rfind(":") > host.rfind("]") else host
@@ -119,6 +142,10 @@ def _store_error(error: StoreError) -> errors.TusError:
         return errors.Conflict(str(error))
     if isinstance(error, LengthExceeded):
         return errors.PayloadTooLarge(str(error))
+    if isinstance(error, UploadTakenOver):
+        # tusd's ERR_UPLOAD_INTERRUPTED: tus clients retry a 423 but not a 400, so the
+        # superseded client does not come back and take the upload back from its successor.
+        return errors.BadRequest(str(error))
     if isinstance(error, UploadLocked):
         return errors.Locked(str(error))
     if isinstance(error, ChecksumMismatch):
@@ -184,7 +211,8 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
         app.register_blueprint(metrics.bp)
     app.wsgi_app = MethodOverride(app.wsgi_app)
     if settings.behind_proxy:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1)
+        app.wsgi_app = PathOnlyPrefix(
+            ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1))
     app.json.sort_keys = False
     trusted_hosts = settings.accepted_hosts()
 
@@ -213,6 +241,14 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
         return errors.log_and_render(mapped)
 
     @app.after_request
+    def tell_shutdown_when_answered(response):
+        # A shutdown waits for the answers of the uploads it stopped, not a fixed grace.
+        if request.environ.get(BODY_TAKEN) is not None:
+            environ = request.environ
+            response.call_on_close(lambda: answered(environ))
+        return response
+
+    @app.after_request
     def drain_refused_body(response):
         # A PATCH or POST answered without reading its body: read it after the answer.
         if request.method in ("PATCH", "POST") and response.status_code >= 400 \
@@ -228,6 +264,12 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
         if response.status_code == 204 or (response.status_code == 201
                                            and not response.is_streamed
                                            and response.calculate_content_length() == 0):
+            response.headers.pop("Content-Type", None)
+        # Nor does a tus or IETF HEAD's 200, which describes an upload, not a body (a plain
+        # HEAD of a download keeps the file's type).
+        elif request.method == "HEAD" and response.status_code == 200 and (
+                "Tus-Resumable" in request.headers
+                or "Upload-Draft-Interop-Version" in request.headers):
             response.headers.pop("Content-Type", None)
         return response
 

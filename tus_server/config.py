@@ -133,6 +133,29 @@ def _auth_mode(env: Mapping[str, str]) -> str:
     return raw
 
 
+def default_uppy_dist() -> str:
+    """Where Uppy's browser files are: `tus_server/vendor/uppy/` in an installed wheel (setup.py
+    copies them there from the npm package at build time), else `node_modules/uppy/dist` of
+    the checkout this package runs from (an editable install, `make run`, the tests)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    packaged = os.path.join(package, "vendor", "uppy")
+    if os.path.isfile(os.path.join(packaged, "uppy.min.mjs")):
+        return packaged
+    return os.path.join(os.path.dirname(package), "node_modules", "uppy", "dist")
+
+
+def require_auth_choice(settings: "Settings") -> None:
+    """Secure by default: a server reachable from other machines must say whether it wants
+    access control. Raises ConfigError (the server does not start) when it did not. Here, not
+    in access/auth.py, so that `tus-minio serve` can refuse before it starts gunicorn."""
+    if settings.auth or is_loopback(settings.host):
+        return
+    raise ConfigError(
+        f"HOST={settings.host} is reachable from other machines and TUS_AUTH is not set. "
+        "Choose: TUS_AUTH=jwt (with TUS_JWT_SECRET or TUS_JWT_PUBLIC_KEY) to require "
+        "bearer tokens, or TUS_AUTH=none to serve without access control on purpose.")
+
+
 def is_loopback(host: str) -> bool:
     if host.strip("[]").lower() == "localhost":
         return True
@@ -196,10 +219,9 @@ class Settings:
     write_buffers: int = 4
     # Seconds clients are told to wait (Retry-After) when MinIO is unreachable.
     retry_after: int = 5
-    # Path to the npm-installed Uppy dist folder served at /vendor/uppy/.
-    uppy_dist: str = field(default_factory=lambda: os.path.join(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-        "node_modules", "uppy", "dist"))
+    # The Uppy files served at /vendor/uppy/: the copy a built wheel ships, else the checkout's
+    # npm install.
+    uppy_dist: str = field(default_factory=default_uppy_dist)
     # Request headers browsers may send cross-origin besides the tus ones (tusd's
     # `-cors-allow-headers`): a page's own `X-Tenant`, tracing headers...
     cors_allow_headers: tuple[str, ...] = ()

@@ -47,10 +47,6 @@ class MethodNotAllowed(TusError):
     status, reason, message = 405, "Method Not Allowed", "method not allowed"
 
 
-class RequestTimeout(TusError):
-    status, reason, message = 408, "Request Timeout", "the request body stopped arriving"
-
-
 class Conflict(TusError):
     status, reason, message = 409, "Conflict", "conflict"
 
@@ -93,6 +89,12 @@ class ChecksumMismatch(TusError):
 
 class InternalError(TusError):
     status, reason, message = 500, "Internal Server Error", "internal server error"
+
+
+class BodyReadTimeout(InternalError):
+    """The body fell silent for TUS_BODY_TIMEOUT: a 500 as tusd's ERR_READ_TIMEOUT, which tus
+    clients retry (tus-js-client and Uppy give up on a 408)."""
+    message = "the request body stopped arriving"
 
 
 class NotImplementedCoding(TusError):

@@ -79,7 +79,9 @@ def test_token_from_the_url_is_taken_and_a_refusal_is_shown_not_retried(auth_ser
     page.goto(auth_server.url + "/#token=" + expired)
     page.wait_for_selector("body[data-ready='true']")
     assert "token" not in page.url  # removed from the address bar
-    expect(page.locator("#token-status")).to_contain_text("A token is set")
+    expect(page.locator("#token-offer")).to_contain_text("“alice”")
+    page.get_by_role("button", name="Use this token").click()
+    expect(page.locator("#token-status")).to_contain_text("A token is set for this tab, as “alice”")
     expect(page.locator("#finished-status")).to_contain_text("the token has expired")
 
     add_file(page, {"name": "note.txt", "mimeType": "text/plain", "buffer": b"hello"})
@@ -117,6 +119,8 @@ def test_interrupted_upload_resumes_after_reopening_with_the_token_of_the_tab(au
 
     page.goto(auth_server.url + "/#token=" + token)
     page.wait_for_selector("body[data-ready='true']")
+    page.get_by_role("button", name="Use this token").click()
+    expect(page.locator("#token-status")).to_contain_text("as “alice”")
     page.route(re.compile(r"/files/tus-[0-9a-f]{32}$"), cut_after_two)
     add_file(page, path)
     start_upload(page)
@@ -156,3 +160,43 @@ def test_interrupted_upload_resumes_after_reopening_with_the_token_of_the_tab(au
     assert all(r.headers.get("authorization") == f"Bearer {token}" for r in patched)
     assert int(patched[0].headers["upload-offset"]) == stored
     assert requests.get(partial["url"], headers=admin).content == data
+
+
+def test_token_planted_in_a_link_is_not_used_until_the_user_says_so(auth_server, page,
+                                                                    browser_log):
+    """Login CSRF: `/#token=<mallory's token>` must not make the page upload into mallory's
+    account. The page names the token's owner and asks; Ignore keeps the user's own token."""
+    alice, mallory = make_token("alice", ttl=3600), make_token("mallory", ttl=3600)
+    # A tab opened by the link alone: no token is used until the user accepts this one.
+    page.goto(auth_server.url + "/#token=" + mallory)
+    page.wait_for_selector("body[data-ready='true']")
+    assert "token" not in page.url
+    assert page.evaluate("sessionStorage.getItem('tus-minio-token')") is None
+    assert not [r for r in browser_log.requests if r.headers.get("authorization")]
+    expect(page.locator("#token-status")).to_contain_text("needs an access token")
+    expect(page.locator("#token-offer")).to_contain_text("“mallory”")
+
+    # The user's own token, then the planted link again (a new load of the page, same tab).
+    page.fill("#token", alice)
+    page.locator("#token-form button[type=submit]").click()
+    expect(page.locator("#token-status")).to_contain_text("as “alice”")
+    first_request = len(browser_log.requests)
+    page.goto("about:blank")
+    page.goto(auth_server.url + "/#token=" + mallory)
+    page.wait_for_selector("body[data-ready='true']")
+    offer = page.locator("#token-offer")
+    expect(offer).to_be_visible()
+    expect(offer).to_contain_text("“mallory”")
+    expect(page.locator("#token-status")).to_contain_text("as “alice”")  # not switched
+    page.get_by_role("button", name="Ignore").click()
+    expect(offer).to_be_hidden()
+
+    add_file(page, {"name": "mine.txt", "mimeType": "text/plain", "buffer": b"alice's"})
+    start_upload(page)
+    expect(finished_row(page, "mine.txt")).to_be_visible(timeout=30_000)
+    sent = [r for r in browser_log.requests[first_request:] if "/files" in r.url]
+    assert sent and all(r.headers.get("authorization") == f"Bearer {alice}" for r in sent), \
+        [(r.method, r.url, r.headers.get("authorization", "")[:20]) for r in sent]
+    mallorys = requests.get(auth_server.files_url(), headers={"Authorization": "Bearer " + mallory})
+    assert mallorys.status_code == 200 and mallorys.json()["uploads"] == []
+    assert_clean_console(browser_log)

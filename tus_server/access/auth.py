@@ -24,7 +24,7 @@ from typing import Optional
 from flask import Flask, g, request
 
 from .. import errors
-from ..config import ConfigError, Settings, is_loopback
+from ..config import Settings, require_auth_choice
 from ..storage.store import UploadInfo
 from .links import LINK_SCOPE, LinkInvalid, link_query, verify_link
 from .tokens import TokenInvalid, TokenVerifier
@@ -59,22 +59,18 @@ def enabled(settings: Settings) -> bool:
 
 
 def check_mode(settings: Settings) -> None:
-    """Secure by default: a server reachable from other machines must say whether it wants
-    access control. Raises ConfigError (the server does not start) when it did not."""
+    """Refuse an unprotected server reachable from other machines (`require_auth_choice`),
+    and say in the log which mode is on."""
+    require_auth_choice(settings)
     where = f"{settings.host}:{settings.port}"
     if settings.auth == "jwt":
         log.info("access control on (TUS_AUTH=jwt): /files needs a bearer token")
     elif settings.auth == "none":
         log.warning("TUS_AUTH=none: no access control; anyone who reaches %s can list, read, "
                     "change and delete every upload", where)
-    elif is_loopback(settings.host):
+    else:
         log.info("no access control (TUS_AUTH unset, HOST %s is loopback): open to this machine "
                  "only; set TUS_AUTH=jwt to require tokens", settings.host)
-    else:
-        raise ConfigError(
-            f"HOST={settings.host} is reachable from other machines and TUS_AUTH is not set. "
-            "Choose: TUS_AUTH=jwt (with TUS_JWT_SECRET or TUS_JWT_PUBLIC_KEY) to require "
-            "bearer tokens, or TUS_AUTH=none to serve without access control on purpose.")
 
 
 def install(app: Flask, settings: Settings) -> None:

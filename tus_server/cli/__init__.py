@@ -1,17 +1,23 @@
-"""The transfer client: `python -m tus_server.cli upload|download|ls|rm` (also `tus-minio`).
+"""`tus-minio` (also `python -m tus_server` and `python -m tus_server.cli`): one command.
 
+A client for any tus server (talks HTTP to the server at --endpoint):
 upload    FILE: tus through tuspy, resumable across runs (see upload.py)
 download  URL or id: into `<out>.part`, resumed, verified, never replacing a file silently
           (see download.py)
 ls, rm    the server's uploads, as the web page shows and deletes them (see manage.py)
+
+The server, and its tools (read the server's settings from the environment, see admin.py):
+serve     the production server: gunicorn against the MinIO at MINIO_ENDPOINT (serve.py)
+token, link, hooks, cleanup
 
 Every failure ends the process with a non-zero status and one line on stderr, no traceback;
 Ctrl-C at any moment ends it with status 130 and one line.
 
 Ctrl-C: a SIGINT before `main` has its handlers in place (while Python imports this package)
 would print a KeyboardInterrupt traceback, so the first statement below makes it a quiet exit
-with status 130. This module and `common` import nothing heavy; each command imports its client
-libraries (requests, tuspy, tqdm) only when it runs, inside `main`'s handler.
+with status 130. This module, `common`, `admin` and `serve` import nothing heavy (`serve` reads
+the stdlib-only config); each command imports its libraries (requests, tuspy, tqdm; Flask,
+minio) only when it runs, inside `main`'s handler.
 """
 from __future__ import annotations
 
@@ -28,16 +34,20 @@ import argparse  # noqa: E402  (after the handler: these imports can be interrup
 import os  # noqa: E402
 from typing import Optional  # noqa: E402
 
+from . import admin, serve  # noqa: E402
 from .common import DEFAULT_ENDPOINT, CliError, parse_size, say  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tus-minio",
-        description="Upload files to a tus-minio server, download them back (resumably), "
-                    "list and remove uploads. Sizes and speeds are in binary units "
-                    "(1 MiB = 1024 KiB = 1048576 bytes).")
-    sub = parser.add_subparsers(dest="command", required=True)
+        description="A resumable-upload server (tus 1.0 and the IETF draft) that keeps "
+                    "uploads in MinIO: `serve` runs it, token, link, hooks and cleanup manage "
+                    "it; upload, download, ls and rm are a client for it. Sizes and speeds are "
+                    "in binary units (1 MiB = 1024 KiB = 1048576 bytes).",
+        epilog="`tus-minio VERB --help` tells more; `serve --help` lists the server's settings.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="VERB")
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--endpoint", default=os.environ.get("TUS_ENDPOINT", DEFAULT_ENDPOINT),
@@ -87,7 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="uploads asked for per request (default 500, the server's most)")
     rm = sub.add_parser("rm", parents=[common, timed], help="remove uploads (tus termination)")
     rm.add_argument("targets", nargs="+", metavar="URL_OR_ID")
+
+    serve.add_parser(sub)
+    admin.add_parsers(sub)
     return parser
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -101,6 +120,10 @@ def _run(args: argparse.Namespace) -> int:
         from .download import run
 
         return run(args)
+    if args.command == "serve":
+        return serve.run(args)
+    if args.command in admin.VERBS:
+        return admin.run(args)
     from .manage import run_ls, run_rm
 
     return run_ls(args) if args.command == "ls" else run_rm(args)
@@ -114,7 +137,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         try:
             args = build_parser().parse_args(argv)
             resumable = args.command in ("upload", "download")
-            args.retries = max(0, args.retries)
+            if hasattr(args, "retries"):  # the client verbs
+                args.retries = max(0, args.retries)
             return _run(args)
         except CliError as failure:
             say(f"error: {failure}")

@@ -11,11 +11,15 @@ into place.
 Nothing the user already has is replaced silently: an existing `<out>`, or a .part that is not
 a partial of this upload, stops the command with exit status 1 unless `--force` is given (and
 even then an existing `<out>` is only replaced once the new file is complete and verified).
+A `.part` or `.part.json` that is a symbolic link is refused, with or without `--force`, and
+both are opened with O_NOFOLLOW: a link planted in a shared directory must not make the CLI
+append the download to (or read state from) a file elsewhere.
 """
 from __future__ import annotations
 
 import argparse
 import base64
+import errno
 import hashlib
 import json
 import os
@@ -73,9 +77,25 @@ def name_from_response(response: requests.Response, fallback: str) -> str:
     return fallback if name in (".", "..") else name
 
 
+_FLAGS = {"r": os.O_RDONLY, "rb": os.O_RDONLY, "w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+          "wb": os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "ab": os.O_WRONLY | os.O_CREAT | os.O_APPEND}
+
+
+def open_own(path: str, mode: str):
+    """`open(path, mode)`, refusing a symbolic link at `path` (O_NOFOLLOW)."""
+    try:
+        fd = os.open(path, _FLAGS[mode] | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CliError(f"{path} is a symbolic link; refusing to follow it (remove it)") \
+                from None
+        raise
+    return os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+
+
 def hash_file(path: str, hasher=None):
     hasher = hasher or hashlib.sha256()
-    with open(path, "rb") as existing:
+    with open_own(path, "rb") as existing:
         for piece in iter(lambda: existing.read(PIECE), b""):
             hasher.update(piece)
     return hasher
@@ -110,14 +130,14 @@ class PartState:
 
     def read(self) -> dict:
         try:
-            with open(self.path, encoding="utf-8") as handle:
+            with open_own(self.path, "r") as handle:
                 state = json.load(handle)
         except (OSError, ValueError):
             return {}
         return state if isinstance(state, dict) else {}
 
     def write(self, url: str, etag: Optional[str]) -> None:
-        with deferred_interrupt(), open(self.path, "w", encoding="utf-8") as handle:
+        with deferred_interrupt(), open_own(self.path, "w") as handle:
             json.dump({"url": url, "etag": etag}, handle)
             handle.write("\n")
 
@@ -205,6 +225,9 @@ class Download:
                                "(or -o to save elsewhere)")
             say(f"{out} exists; it is replaced once the download is complete and verified")
         state = PartState(out)
+        for path in (state.part, state.path):
+            if os.path.islink(path):
+                raise CliError(f"{path} is a symbolic link; refusing to follow it (remove it)")
         if not os.path.lexists(state.part):
             return state, None
         saved = state.read()
@@ -246,7 +269,7 @@ class Download:
         state.write(self.url, etag)
         received = 0
         try:
-            with open(state.part, mode) as sink, \
+            with open_own(state.part, mode) as sink, \
                     Progress(total, start, os.path.basename(state.out), self.args.quiet) as bar:
                 for piece in response.iter_content(NET_PIECE):
                     sink.write(piece)

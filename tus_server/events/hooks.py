@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
@@ -123,8 +122,6 @@ class Hooks:
         objects = getattr(store, "objects", None)
         self.outbox = Outbox(settings, objects) if objects is not None else None
         self.deliverer: Optional[Deliverer] = None
-        self._last_progress: dict[str, float] = {}
-        self._lock = threading.Lock()
 
     def start(self) -> "Hooks":
         if self.outbox is not None and self.enabled & set(DURABLE):
@@ -228,26 +225,16 @@ class Hooks:
 
     # ----------------------------------------------------------------- post-receive
     def watch(self, info: UploadInfo, offset: int, body):
-        """The body, wrapped to send post-receive at most every interval per upload."""
+        """The body, wrapped to send post-receive as the bytes arrive."""
         if "post-receive" not in self.enabled and not SIGNALS["post-receive"].receivers:
             return body
         return _Progress(self, info, offset, body)
 
-    def progress_due(self, upload_id: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            if now - self._last_progress.get(upload_id, -1e9) < \
-                    self.settings.hooks_progress_interval:
-                return False
-            self._last_progress[upload_id] = now
-            if len(self._last_progress) > 10000:  # forget the oldest uploads
-                for key in sorted(self._last_progress, key=self._last_progress.get)[:5000]:
-                    del self._last_progress[key]
-            return True
-
 
 class _Progress:
-    """A request body that reports progress; a StopUpload answer stops it (the store keeps
+    """A request body that reports progress as tusd does: once per progress interval while
+    bytes arrive, the first one interval after the request began (not on its first bytes),
+    and once at its end if bytes came since. A StopUpload answer stops it (the store keeps
     what arrived, and the protocol then terminates the upload)."""
 
     def __init__(self, hooks: Hooks, info: UploadInfo, offset: int, body):
@@ -257,6 +244,9 @@ class _Progress:
         self._body = body
         self._request = request_event()
         self._headers = hooks.forwarded()
+        self._interval = hooks.settings.hooks_progress_interval
+        self._due = time.monotonic() + self._interval
+        self._reported = 0
         self.read_bytes = 0
         self.stopped: Optional[HTTPResponse] = None
 
@@ -266,11 +256,19 @@ class _Progress:
     def readinto(self, view) -> int:
         n = self._body.readinto(view)
         self.read_bytes += n
-        if n and self._hooks.progress_due(self._info.id):
+        now = time.monotonic()
+        if n and now >= self._due:
+            self._due = now + self._interval
             self.report()
         return n
 
+    def finish(self) -> None:
+        """The body ended: report the bytes that came since the last report."""
+        if self.read_bytes != self._reported:
+            self.report()
+
     def report(self) -> None:
+        self._reported = self.read_bytes
         info = dataclasses.replace(self._info, offset=self._offset + self.read_bytes)
         body = {"Type": "post-receive", "Event": {
             "Upload": upload_event(info, self._hooks.settings), "HTTPRequest": self._request}}
@@ -352,6 +350,8 @@ def finished(info: UploadInfo) -> None:
 def written(before: UploadInfo, stream, result: WriteResult, checked_finish: bool) -> UploadInfo:
     """After a write: StopUpload, a chunked body's pre-finish, post-finish, metrics, logs."""
     info = result.info
+    if isinstance(stream, _Progress):
+        stream.finish()
     metrics.observe_received(result.received)
     logs.event("chunk written", upload_id=info.id, offset=before.offset, received=result.received,
                new_offset=info.offset, size=info.length, client=client_address())

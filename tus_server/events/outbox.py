@@ -35,6 +35,22 @@ log = logging.getLogger("tus_server.hooks")
 PREFIX = "outbox/"
 
 
+# Request headers that carry the caller's credentials. tusd's event lists every request header;
+# an event stored in MinIO keeps these only when TUS_HOOKS_FORWARD_HEADERS forwards them anyway.
+CREDENTIALS = ("authorization", "proxy-authorization", "cookie")
+
+
+def at_rest(body: dict, forwarded: dict) -> dict:
+    """`body` without the credential headers in its `HTTPRequest` that are not forwarded."""
+    request = body.get("Event", {}).get("HTTPRequest")
+    if not request or not request.get("Header"):
+        return body
+    asked = {name.lower() for name in forwarded}
+    header = {name: values for name, values in request["Header"].items()
+              if name.lower() not in CREDENTIALS or name.lower() in asked}
+    return {**body, "Event": {**body["Event"], "HTTPRequest": {**request, "Header": header}}}
+
+
 class Outbox:
     """Events in the system bucket, claimed and updated with conditional writes."""
 
@@ -67,9 +83,11 @@ class Outbox:
             {"Content-Type": "application/json"}, if_match, if_none_match, context="outbox")
 
     def add(self, hook_type: str, body: dict, headers: dict) -> str:
-        """Store a new event durably; its id (also its Idempotency-Key)."""
+        """Store a new event durably; its id (also its Idempotency-Key). `headers` are the
+        ones TUS_HOOKS_FORWARD_HEADERS forwards."""
         event_id = f"{int(time.time() * 1000):013d}-{secrets.token_hex(8)}"
-        event = {"id": event_id, "type": hook_type, "body": body, "headers": headers,
+        event = {"id": event_id, "type": hook_type, "body": at_rest(body, headers),
+                 "headers": headers,
                  "created": time.time(), "attempts": 0, "next_attempt": 0.0,
                  "claimed_until": 0.0, "last_error": None}
         if self._put(event, if_none_match=True) is None:

@@ -6,8 +6,12 @@ the connection is cut mid-read everything in that read is lost (5120 bytes sent 
 `RequestBody.readinto` returns each piece as soon as the socket hands it over:
 * gunicorn, Content-Length: the bytes gunicorn read ahead with the headers, then `recv_into`
   straight from the client socket into the chunk buffer (no copies, reads of up to 1 MiB);
-* gunicorn, chunked: one piece of gunicorn's own chunked decoder at a time;
-* Werkzeug's development server: `readinto1` on its buffered socket file.
+* chunked: one piece of gunicorn's chunked decoder at a time (on Werkzeug's development server
+  too, whose own decoder takes `0x5`, `5 ` or `5_0` as sizes);
+* Werkzeug's development server, Content-Length: `readinto1` on its buffered socket file.
+A chunked body whose framing is wrong (a size that is not 1*HEXDIG, one past 2**63, data
+longer than its chunk) ends at the last well-framed byte with `malformed` set: the caller
+keeps what came before and answers 400, never storing framing as data.
 Every socket read of the server's own readers is routed through `_PatientSocket`, which waits
 for data until `stop()` (a lease hand-over, a worker shutting down) or `TUS_BODY_TIMEOUT`
 seconds of silence: under threads in short polls that look at the stop flag; under gevent (the
@@ -27,6 +31,10 @@ import threading
 import time
 from typing import Optional
 
+from gunicorn.http.body import ChunkedReader
+from gunicorn.http.errors import InvalidChunkSize, ParseException
+from gunicorn.http.unreader import Unreader
+
 from .. import cooperative
 
 log = logging.getLogger("tus_server")
@@ -41,8 +49,11 @@ STOP_GRACE = 0.5
 # Seconds `has_more` waits for a chunked body's next bytes or its end.
 END_PROBE = 1.0
 
-# Set in the WSGI environ once a `RequestBody` reads the request's body.
+# The `RequestBody` reading the request's body, in its WSGI environ.
 BODY_TAKEN = "tus_server.body_taken"
+# The largest chunk size taken: what a signed 64-bit offset holds (nginx's bound; Go's net/http,
+# tusd's, takes at most 16 hex digits). A larger one is a framing error, not a promise of data.
+MAX_CHUNK = (1 << 63) - 1
 
 _active: set["RequestBody"] = set()
 _active_guard = threading.Lock()
@@ -62,9 +73,17 @@ def stop_all(reason: str = "shutdown") -> int:
 
 
 def wait_idle(timeout: float) -> bool:
-    """Wait until no request body is open in this process (their requests have answered)."""
+    """Wait until every request that read a body in this process has sent its answer."""
     with _idle:
         return _idle.wait_for(lambda: not _active, timeout=timeout)
+
+
+def answered(environ: dict) -> None:
+    """The answer to the request whose body `environ` holds has been sent (the app calls this
+    when the WSGI server closes the response): a shutdown need not wait for it any more."""
+    body = environ.get(BODY_TAKEN)
+    if isinstance(body, RequestBody):
+        body._release(answered=True)
 
 
 class _PatientSocket:
@@ -184,7 +203,7 @@ def drain_unread(environ: dict, content_length: Optional[int], seconds: float = 
     """
     if environ.get(BODY_TAKEN) or (content_length == 0) or environ.get("wsgi.input") is None:
         return
-    body = RequestBody(environ, content_length, timeout=1.0)
+    body = RequestBody(environ, content_length, timeout=1.0, awaits_answer=False)
     scratch = memoryview(bytearray(PIECE))
     deadline = time.monotonic() + seconds
     try:
@@ -194,14 +213,49 @@ def drain_unread(environ: dict, content_length: Optional[int], seconds: float = 
         body.close()
 
 
+class _FileUnreader(Unreader):
+    """gunicorn's chunked decoder reading Werkzeug's buffered socket file."""
+
+    def __init__(self, rfile):
+        super().__init__()
+        self._rfile = rfile
+
+    def chunk(self, size_hint=None):
+        return self._rfile.read1(min(size_hint or 8192, PIECE))
+
+
+class _NoRequest:
+    """The request gunicorn's decoder reports trailers to on Werkzeug's server: they are
+    read (so the body ends where it should) and dropped, as the app reads none."""
+    trailers = None
+
+    def parse_headers(self, data, from_trailer=False):
+        return []
+
+
+def _bounded(parse_chunk_size):
+    def parse(unreader, data=None):
+        size, rest = parse_chunk_size(unreader, data)
+        if size > MAX_CHUNK:
+            raise InvalidChunkSize(b"chunk size over 2**63")
+        return size, rest
+    return parse
+
+
 class RequestBody:
-    def __init__(self, environ: dict, content_length: Optional[int], timeout: float = 60.0):
-        environ[BODY_TAKEN] = True
+    def __init__(self, environ: dict, content_length: Optional[int], timeout: float = 60.0,
+                 awaits_answer: bool = True):
+        """`awaits_answer`: the body keeps a shutdown waiting until `answered(environ)` too,
+        not only until `close()` (so the worker does not exit before the answer went out)."""
+        environ[BODY_TAKEN] = self
+        self._awaits_answer = awaits_answer
+        self._closed = False
         self._input = environ.get("wsgi.input")
         self._remaining = content_length  # None: chunked, read to the end
         self.timeout = timeout
         self.interrupted = False
         self.timed_out = False
+        self.malformed: Optional[str] = None  # what was wrong with a chunked body's framing
         self.stop_reason: Optional[str] = None
         self.received = 0
         self._ended = content_length == 0
@@ -231,6 +285,8 @@ class RequestBody:
         if kind in ("LengthReader", "ChunkedReader") and hasattr(unreader, "sock"):
             self._sock = self._swap(unreader, "sock")
             if kind == "ChunkedReader":
+                # Looked up on the instance by the decoder for every chunk: adds the bound.
+                self._reader.parse_chunk_size = _bounded(self._reader.parse_chunk_size)
                 return "gunicorn-chunked"
             if self._remaining is not None:
                 # The body bytes gunicorn already holds, read together with the headers.
@@ -247,6 +303,11 @@ class RequestBody:
             raw = getattr(getattr(self._input, "_rfile", None), "raw", None)
         if raw is not None and hasattr(raw, "_sock"):
             self._sock = self._swap(raw, "_sock")
+        rfile = getattr(self._input, "_rfile", None)
+        if self._remaining is None and rfile is not None:  # Werkzeug's DechunkedInput
+            self._reader = ChunkedReader(_NoRequest(), _FileUnreader(rfile))
+            self._reader.parse_chunk_size = _bounded(self._reader.parse_chunk_size)
+            return "gunicorn-chunked"
         return "readinto1" if hasattr(self._input, "readinto1") else "read"
 
     # ----------------------------------------------------------------- reading
@@ -268,7 +329,13 @@ class RequestBody:
             log.info("request body silent for %.0f s; keeping the %d bytes received",
                      self.timeout, self.received)
             n = 0
-        except Exception:  # a reset or malformed body surfaces as many exception types
+        except ParseException as exc:  # bad framing (gunicorn's NoMoreData is a cut instead)
+            if not self.stop_reason:  # a stop ends the socket mid-frame: not the client's fault
+                self.malformed = f"{type(exc).__name__}: {exc}"[:200]
+                log.info("malformed chunked body (%s); keeping the %d bytes before it",
+                         self.malformed, self.received)
+            n = 0
+        except Exception:  # a reset surfaces as many exception types
             n = 0
         if n == 0:
             if not self.complete:
@@ -328,6 +395,14 @@ class RequestBody:
         return False
 
     # ----------------------------------------------------------------- stopping, closing
+    def _release(self, closed: bool = False, answered: bool = False) -> None:
+        with _idle:
+            self._closed |= closed
+            self._awaits_answer &= not answered
+            if self._closed and not self._awaits_answer:
+                _active.discard(self)
+                _idle.notify_all()
+
     def stop(self, reason: str) -> None:
         """End the body early, from any thread: the read in progress ends within `POLL` s,
         after taking what already arrived."""
@@ -338,9 +413,7 @@ class RequestBody:
 
     def close(self) -> None:
         """Done with the body: a connection whose body was not read to the end is closed."""
-        with _idle:
-            _active.discard(self)
-            _idle.notify_all()
+        self._release(closed=True)
         if self._restore is not None:
             owner, attribute, original = self._restore
             setattr(owner, attribute, original)

@@ -20,7 +20,7 @@ from .. import errors
 from ..access import auth
 from ..storage.store import StoredDataCorrupt, UploadInfo
 from .context import load_upload
-from .headers import content_type_of, metadata_text, repr_digest
+from .headers import content_type_of, metadata_text, repr_digest, safe_filename
 
 bp = Blueprint("downloads", __name__)
 log = logging.getLogger("tus_server.downloads")
@@ -40,9 +40,11 @@ def _content_disposition_options(name: str) -> dict:
     try:
         name.encode("ascii")
     except UnicodeEncodeError:
-        simple = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
-        if not simple.rsplit(".", 1)[0].strip():  # only an extension survived: `данные.bin`
-            simple = "download" + (simple.strip() if simple.startswith(".") else "")
+        folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+        if not folded.rsplit(".", 1)[0].strip():  # only an extension survived: `данные.bin`
+            folded = "download" + (folded.strip() if folded.startswith(".") else "")
+        # Reduced again after folding: `．．／．．／x` (fullwidth) folds to `../../x`.
+        simple = safe_filename(folded, "download")
         return {"filename": simple, "filename*": "UTF-8''" + quote(name, safe="!#$&+^`|~")}
     return {"filename": name}
 

@@ -16,7 +16,14 @@ from .. import errors
 from ..access import auth, quotas
 from ..config import Settings
 from ..events import hooks
-from ..storage.store import UploadInfo, UploadNotFound, WriteResult, is_upload_id, new_upload_id
+from ..storage.store import (
+    StoreError,
+    UploadInfo,
+    UploadNotFound,
+    WriteResult,
+    is_upload_id,
+    new_upload_id,
+)
 from .body import RequestBody
 from .checksums import ALGORITHMS, parse_upload_checksum
 from .context import current_settings, current_store, load_upload, upload_url
@@ -279,13 +286,20 @@ def write_body_result(info: UploadInfo, offset: int,
     try:
         result = current_store().write(info.id, offset, stream, content_length, verifier=verifier,
                                 limit=settings.max_size or None, known=info)
+    except StoreError:
+        if body.malformed:  # the cause of whatever the store made of the cut-short body
+            raise errors.BadRequest(f"malformed chunked body ({body.malformed})") from None
+        raise
     finally:
         body.close()
+    info = hooks.written(info, stream, result, will_finish)
+    if body.malformed:
+        raise errors.BadRequest(f"malformed chunked body ({body.malformed}); the bytes before "
+                                f"it are stored, up to offset {info.offset}")
     if body.timed_out:
-        raise errors.RequestTimeout(
-            f"no body bytes for {settings.body_timeout:g} s; stored up to offset "
-            f"{result.info.offset}")
-    return hooks.written(info, stream, result, will_finish), result
+        raise errors.BodyReadTimeout(
+            f"no body bytes for {settings.body_timeout:g} s; stored up to offset {info.offset}")
+    return info, result
 
 
 # ---------------------------------------------------------------------------- an upload

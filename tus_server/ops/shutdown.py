@@ -5,7 +5,8 @@ trickles keeps the worker alive) or exit at once (SIGINT, SIGQUIT: the request t
 fail to save, "cannot schedule new futures after interpreter shutdown", and answer 500).
 `install` puts a step in front of both: stop every request body in this process (each PATCH
 then puts its partial chunk, commits the offset, releases its lock and answers 503 with
-Retry-After), wait up to `TUS_SHUTDOWN_TIMEOUT` seconds for them, then hand over to gunicorn.
+Retry-After), wait up to `TUS_SHUTDOWN_TIMEOUT` seconds until they have answered, then hand
+over to gunicorn.
 """
 from __future__ import annotations
 
@@ -17,8 +18,6 @@ from .. import cooperative
 from ..config import Settings
 
 log = logging.getLogger("tus_server")
-# Seconds left for the 503 answers to leave after the bodies are closed.
-ANSWER_GRACE = 0.5
 
 
 def stop_uploads(timeout: float) -> None:
@@ -28,9 +27,7 @@ def stop_uploads(timeout: float) -> None:
     running = body.stop_all("shutdown")
     if running:
         log.info("shutting down: stopping %d running uploads", running)
-    if body.wait_idle(timeout):
-        time.sleep(ANSWER_GRACE if running else 0)
-    else:
+    if not body.wait_idle(timeout):
         log.warning("shutting down: uploads still running after %.1f s", timeout)
     if running:
         log.info("shutting down: uploads stored in %.2f s", time.monotonic() - started)

@@ -1,5 +1,6 @@
-"""The MinIO side of tus-minio, one module per job; `minio_backend.MinioStore` composes them.
+"""The storage side of tus-minio, one module per job; `minio_backend.MinioStore` composes them.
 
+    store          the `Store` protocol the HTTP layer uses, `UploadInfo`, the storage errors
     layout    where an upload's objects live and what they are called
     objects   the S3 requests themselves: conditional PUTs, reads, errors
     lease     the per-upload lock object, its renewal and the hand-over between requests

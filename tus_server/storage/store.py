@@ -110,7 +110,8 @@ class WriteFenced(UploadLocked):
 
 
 class UploadTakenOver(UploadLocked):
-    """Another request asked for the upload; this one stored what it had and let go (423)."""
+    """Another request asked for the upload; this one stored what it had and let go (400,
+    as tusd: the superseded client must not retry)."""
 
 
 class ServerStopping(StoreError):

@@ -221,7 +221,7 @@ function resumeWith (uppy, cfg) {
 
 // ------------------------------------------------------------------ start
 async function main () {
-  takeTokenFromUrl()
+  const offered = takeTokenFromUrl()
   let cfg
   try {
     cfg = await loadConfig()
@@ -231,7 +231,7 @@ async function main () {
     document.body.dataset.ready = 'error'
     return
   }
-  setupToken(cfg, () => refreshUploads())
+  setupToken(cfg, () => refreshUploads(), offered)
   $('limits').textContent = describeLimits(cfg)
   const uppy = startUppy(cfg)
   await startLists(cfg, {
