@@ -9,8 +9,9 @@ writes in `writer.py` keep a stale holder from changing what a later one stored.
 
 Hand-over (as tusd does it): a request that finds the lock held by a live holder sets
 `"release": true` in it (a conditional PUT), or, when the holder is in this process, tells it
-directly. The holder's keeper sees the mark at its next poll (about once a second), stops the
-body read, stores what arrived, and deletes the lock; the waiting request then takes it.
+directly. The holder's keeper sees the mark at its next poll (about once a second; every few
+seconds when the process holds thousands of leases, `KEEPER_READS_PER_SECOND`), stops the body
+read, stores what arrived, and deletes the lock; the waiting request then takes it.
 A holder that does not answer within `TUS_HANDOVER_WAIT` seconds leaves the waiter with 423;
 a holder that died is taken over once its lease ran out.
 """
