@@ -49,6 +49,8 @@ def test_fresh_clients_are_served_beside_300_trickles_and_300_half_headers(gunic
         assert min(t.sent for t in load.trickles) > load.first
     finally:
         assert_kept(load)
+    # The MinIO client's sockets were patched too (the app was imported after gevent's patch).
+    assert "MinIO client sockets and TLS cooperative: yes" in app.log_path.read_text()
 
 
 def test_the_connection_cap_closes_idle_ones_first_then_answers_503(gunicorn_server):

@@ -62,6 +62,20 @@ def connection_cap(wanted: int) -> int:
     return max(1, min(wanted, (soft - FD_RESERVE) // 2))
 
 
+def storage_is_cooperative() -> bool:
+    """Do the MinIO client's connections (urllib3's) use gevent's socket and TLS? They do when
+    the app was imported after the patching, as gunicorn's gevent worker does it."""
+    import ssl as stdlib_ssl
+
+    import gevent.socket
+    import gevent.ssl
+    from urllib3.util import connection, ssl_
+
+    context = ssl_.SSLContext or stdlib_ssl.SSLContext
+    return connection.socket.socket is gevent.socket.socket and \
+        issubclass(context, gevent.ssl.SSLContext)
+
+
 class _Connection:
     __slots__ = ("client", "served")
 
@@ -89,8 +103,9 @@ class TusGeventWorker(PlainLimitErrors, GeventWorker):
         """gunicorn's gevent loop, but accepting up to `ACCEPT_BATCH` connections per turn of
         the event loop: with several workers gunicorn takes one, and with thousands of busy
         connections a turn is long, so new ones waited seconds in the listen queue."""
-        self.log.info("gevent worker: up to %d connections, %g s for request headers",
-                      self.max_connections, self.header_timeout)
+        self.log.info("gevent worker: up to %d connections, %g s for request headers; "
+                      "MinIO client sockets and TLS cooperative: %s", self.max_connections,
+                      self.header_timeout, "yes" if storage_is_cooperative() else "NO")
         tls = {"ssl_context": ssl_context(self.cfg)} if self.cfg.is_ssl else {}
         servers = []
         for listener in self.sockets:
