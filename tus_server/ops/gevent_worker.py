@@ -14,7 +14,8 @@ What gunicorn's gevent worker lacks, and this one adds:
   allows, which is raised to its hard limit first). Past it, the connection that has waited
   longest for headers (idle between requests, or sending them slowly) is closed to make room:
   so no number of idle or half-sent connections can keep a fresh client out. Only when every
-  open connection is in a request does a new one get 503 with `Retry-After`.
+  open connection is in a request does a new one get 503 with `Retry-After`. (It replaces
+  gunicorn's `worker_connections`, past which gunicorn's worker just stops accepting.)
 """
 from __future__ import annotations
 
