@@ -14,7 +14,8 @@ from .config import ConfigError, Settings
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tus_server")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("cleanup", help="remove expired uploads (and finished ones past TUS_RETENTION)")
+    sub.add_parser("cleanup", help="remove expired uploads (and finished ones past TUS_RETENTION, "
+                   "and finals whose partials are gone); count each owner's usage again")
     serve = sub.add_parser("serve", help="development server (use gunicorn in production)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
@@ -84,10 +85,15 @@ def _cleanup(settings: Settings) -> int:
     if not store.healthy():
         print(f"MinIO at {settings.minio_endpoint} is unreachable", file=sys.stderr)
         return 1
-    removed = store.expire(time.time())
+    from .app import attach_usage
+
+    usage = attach_usage(settings, store)
+    removed = store.expire(time.time()) + usage.expire_orphan_finals(store)
     print(f"removed {len(removed)} expired uploads")
     for upload_id in removed:
         print(upload_id)
+    owners = usage.rebuild()
+    print(f"counted the usage of {owners} owners again", file=sys.stderr)
     return 0
 
 

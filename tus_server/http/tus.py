@@ -6,7 +6,6 @@ checksum, concatenation. Store errors are turned into HTTP outcomes by the app's
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Optional
 from urllib.parse import urlparse
 
@@ -17,9 +16,10 @@ from ..access import auth, quotas
 from ..config import Settings
 from ..events import hooks
 from ..storage.store import UploadInfo, UploadNotFound, WriteResult, is_upload_id, new_upload_id
+from . import finish
 from .body import RequestBody
 from .checksums import ALGORITHMS, parse_upload_checksum
-from .context import current_settings, current_store, load_upload, upload_url
+from .context import current_settings, current_store, current_usage, load_upload, upload_url
 from .downloads import download_response
 from .headers import (
     encode_metadata,
@@ -171,7 +171,6 @@ def create():
     if with_body:
         _check_creation_body(length, settings)
     owner = auth.owner_of_new_upload(caller)
-    quotas.check_new_upload(store, settings, owner, length, final=concat == "final")
 
     now = time.time()
     info = UploadInfo(
@@ -193,10 +192,9 @@ def create():
         info.offset = length
         info.completed = True
     info = hooks.pre_create(info)
-    if info.completed:  # a final concatenation or an empty upload is finished at creation
-        hooks.emit("pre-finish", info)
-    info = store.create(info)
-    hooks.created(info)
+    if info.length == 0 or info.completed:  # an empty upload or a final is finished at once
+        finish.ask(info)
+    info = create_reserved(info)
     if concat == "final" and length:
         store.schedule_digest(info.id)
 
@@ -205,11 +203,27 @@ def create():
     if with_body:
         info = _write_body(info, 0)
         response.headers["Upload-Offset"] = str(info.offset)
-    elif info.completed:
-        hooks.finished(info)
+    else:
+        info = finish.created(info)
     if info.expires and not info.completed:
         response.headers["Upload-Expires"] = http_date(info.expires)
     return response
+
+
+def create_reserved(info: UploadInfo) -> UploadInfo:
+    """Create the upload after its place and bytes were reserved in its owner's record (429 or
+    413 when they do not fit); a final's partials first learn that it reads them."""
+    usage, store = current_usage(), current_store()
+    quotas.reserve_new_upload(usage, store, current_settings(), info)
+    try:
+        if info.concat == "final" and usage is not None:
+            usage.link_final(info.id, info.partials)
+        info = store.create(info)
+    except BaseException:
+        quotas.release(usage, info)
+        raise
+    hooks.created(info)
+    return info
 
 
 def _check_creation_body(length: Optional[int], settings: Settings) -> None:
@@ -266,26 +280,34 @@ def write_body_result(info: UploadInfo, offset: int,
     """Store the body (checked by `verifier`, by default the tus `Upload-Checksum` if any);
     the hooks see a body that will finish the upload before it is stored when its length is
     announced (hooks.py explains pre-finish), and the result after."""
-    settings = current_settings()
+    settings, store = current_settings(), current_store()
     if verifier is None:
         verifier = parse_upload_checksum(request.headers.get("Upload-Checksum"))
     content_length = _content_length()
     will_finish = info.length is not None and content_length is not None \
         and offset + content_length == info.length
     if will_finish:
-        hooks.emit("pre-finish", replace(info, offset=info.length, completed=True))
+        finish.ask(info)
+    # A deferred upload's bytes are reserved before they are read (413 here, body unread).
+    meter = quotas.body_meter(current_usage(), store, settings, info, offset, content_length)
     body = RequestBody(request.environ, content_length, settings.body_timeout)
-    stream = hooks.hooks().watch(info, offset, body)
+    source = meter(body) if meter else body
+    stream = hooks.hooks().watch(info, offset, source)
     try:
-        result = current_store().write(info.id, offset, stream, content_length, verifier=verifier,
-                                limit=settings.max_size or None, known=info)
+        result = store.write(info.id, offset, stream, content_length, verifier=verifier,
+                             limit=settings.max_size or None, known=info)
     finally:
         body.close()
     if body.timed_out:
         raise errors.RequestTimeout(
             f"no body bytes for {settings.body_timeout:g} s; stored up to offset "
             f"{result.info.offset}")
-    return hooks.written(info, stream, result, will_finish), result
+    hooks.written(info, stream, result)
+    if getattr(source, "refused", False):
+        raise errors.PayloadTooLarge(
+            f"the body goes past the {settings.max_bytes_per_owner} bytes its owner may store "
+            f"(TUS_MAX_BYTES_PER_OWNER); stored up to offset {result.info.offset}")
+    return finish.settle(info.completed, result.info, asked=will_finish), result
 
 
 # ---------------------------------------------------------------------------- an upload
@@ -359,8 +381,7 @@ def patch(upload_id: str):
             if settings.max_size and new_length > settings.max_size:
                 raise errors.PayloadTooLarge(
                     f"Upload-Length {new_length} is larger than Tus-Max-Size {settings.max_size}")
-            quotas.check_declared_length(current_store(), settings, info, new_length)
-            info = current_store().declare_length(upload_id, new_length)
+            info = finish.declare_length(info, new_length)
         elif new_length != info.length:
             raise errors.BadRequest(f"Upload-Length is already {info.length} and cannot change")
     if info.length is not None and content_length is not None \
@@ -381,9 +402,33 @@ def patch(upload_id: str):
     return response
 
 
+def _refuse_if_read_by_a_final(info: UploadInfo) -> None:
+    """A partial upload is part of every final that names it (a final reads its partials'
+    chunks, it has none of its own): while one exists, the partial stays (409)."""
+    usage, store = current_usage(), current_store()
+    if usage is None:
+        return
+
+    def exists(upload_id: str) -> bool:
+        try:
+            store.get(upload_id)
+            return True
+        except UploadNotFound:
+            return False
+
+    finals = usage.finals_of(info.id, exists)
+    if finals:
+        raise errors.Conflict(
+            f"partial upload {info.id} is part of {len(finals)} final upload"
+            f"{'s' if len(finals) > 1 else ''} (concatenation); delete "
+            f"{'them' if len(finals) > 1 else 'it'} first")
+
+
 @bp.route("/files/<upload_id>", methods=["DELETE"])
 def delete(upload_id: str):
     info = load_upload(upload_id, auth.DELETE, allow_expired=True)
+    if info.concat == "partial":
+        _refuse_if_read_by_a_final(info)
     hooks.emit("pre-terminate", info)
     current_store().terminate(upload_id)
     hooks.terminated(info)
