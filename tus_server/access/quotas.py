@@ -138,22 +138,22 @@ class _Unchanged(Exception):
 
 
 def body_meter(usage: Optional[Usage], store: Store, settings: Settings, info: UploadInfo,
-               offset: int, content_length: Optional[int], body):
-    """The body to store, held to the owner's byte limit: the body itself when nothing needs
-    metering (a known length was reserved at creation, or no limit is set); for a deferred
-    upload with a `Content-Length`, the whole body is reserved first (or 413 before a byte is
-    read); a chunked one is wrapped in a `QuotaMeter`."""
+               offset: int, content_length: Optional[int]):
+    """Before a body is read: None when it needs no metering (a known length was reserved at
+    creation, or no limit is set); for a deferred upload with a `Content-Length`, the whole
+    body is reserved now (or 413 before a byte is read), else a function that wraps the body
+    in a `QuotaMeter` (a chunked body, reserved a chunk ahead as it comes)."""
     if usage is None or info.owner is None or info.length is not None \
             or not settings.max_bytes_per_owner:
-        return body
+        return None
     if content_length is not None:
         reserve_extent(usage, store, settings, info, offset + content_length, partial=False)
-        return body
+        return None
 
     def reserve(end: int) -> int:
         return reserve_extent(usage, store, settings, info, end, partial=True)
 
-    return QuotaMeter(body, reserve, offset, info.chunk_size)
+    return lambda body: QuotaMeter(body, reserve, offset, info.chunk_size)
 
 
 class QuotaMeter:
