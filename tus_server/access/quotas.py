@@ -51,6 +51,8 @@ def _change_or_recount(usage: Usage, store: Store, owner: str, apply) -> Record:
     try:
         return usage.change(owner, apply)
     except Refusal:
+        if not usage.may_recount(owner):
+            raise
         usage.reconcile(owner, store)
         return usage.change(owner, apply)
 
@@ -85,19 +87,36 @@ def release(usage: Optional[Usage], info: UploadInfo) -> None:
 
 
 def reserve_length(usage: Optional[Usage], store: Store, settings: Settings, info: UploadInfo,
-                   length: int) -> None:
-    """Before a deferred upload declares `length`: it holds exactly that from now on."""
+                   length: int) -> int:
+    """Before a deferred upload declares `length`: it holds exactly that from now on. The
+    bytes it held before (for `unreserve_length`)."""
     if usage is None or info.owner is None:
-        return
+        return 0
+    held = 0
 
     def apply(record: Record) -> None:
+        nonlocal held
         used, _ = _others(record, info.id)
         if settings.max_bytes_per_owner and used + length > settings.max_bytes_per_owner:
             raise _too_many_bytes(settings, info.owner, used, length)
         entry = record["uploads"].get(info.id) or entry_for(info)
+        held = entry["bytes"]
         record["uploads"][info.id] = {**entry, "bytes": length}
 
     _change_or_recount(usage, store, info.owner, apply)
+    return held
+
+
+def unreserve_length(usage: Optional[Usage], info: UploadInfo, held: int) -> None:
+    """The declaration failed: the upload holds at least what it held before again."""
+    if usage is None or info.owner is None:
+        return
+
+    def apply(record: Record) -> None:
+        entry = record["uploads"].get(info.id)
+        if entry is not None:
+            entry["bytes"] = max(entry["bytes"], held)
+    usage.change(info.owner, apply)
 
 
 def reserve_extent(usage: Usage, store: Store, settings: Settings, info: UploadInfo,
@@ -115,10 +134,8 @@ def reserve_extent(usage: Usage, store: Store, settings: Settings, info: UploadI
             raise _Unchanged()
         used, _ = _others(record, info.id)
         room = settings.max_bytes_per_owner - used
-        if end > room and not partial:
-            raise _too_many_bytes(settings, info.owner, used + info.offset, end - info.offset)
         reach = min(end, room)
-        if reach <= granted:
+        if reach <= granted or (reach < end and not partial):
             raise _too_many_bytes(settings, info.owner, used + granted, end - granted)
         granted = reach
         record["uploads"][info.id] = {**entry, "bytes": reach}

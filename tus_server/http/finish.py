@@ -50,12 +50,17 @@ def settle(was_completed: bool, info: UploadInfo, asked: bool) -> UploadInfo:
 def declare_length(info: UploadInfo, length: int) -> UploadInfo:
     """Fix a deferred upload's length: its quota first (413), then pre-finish when the length
     is the offset (the declaration finishes it), then the store."""
-    store = current_store()
-    quotas.reserve_length(current_usage(), store, current_settings(), info, length)
+    store, usage = current_store(), current_usage()
+    held = quotas.reserve_length(usage, store, current_settings(), info, length)
     finishing = length == info.offset
-    if finishing:
-        ask(info, length)
-    return settle(info.completed, store.declare_length(info.id, length), asked=finishing)
+    try:
+        if finishing:
+            ask(info, length)
+        declared = store.declare_length(info.id, length)
+    except BaseException:
+        quotas.unreserve_length(usage, info, held)
+        raise
+    return settle(info.completed, declared, asked=finishing)
 
 
 def created(info: UploadInfo) -> UploadInfo:

@@ -15,7 +15,8 @@ from .. import errors
 from ..access import auth, quotas
 from ..config import Settings
 from ..events import hooks
-from ..storage.store import UploadInfo, UploadNotFound, WriteResult, is_upload_id, new_upload_id
+from ..storage.store import (ChecksumMismatch, UploadInfo, UploadNotFound, WriteResult,
+                             is_upload_id, new_upload_id)
 from . import finish
 from .body import RequestBody
 from .checksums import ALGORITHMS, parse_upload_checksum
@@ -296,6 +297,10 @@ def write_body_result(info: UploadInfo, offset: int,
     try:
         result = store.write(info.id, offset, stream, content_length, verifier=verifier,
                              limit=settings.max_size or None, known=info)
+    except ChecksumMismatch:  # a body cut at the quota cannot be checked: the quota is why
+        if getattr(source, "refused", False):
+            raise _over_quota(settings, offset) from None
+        raise
     finally:
         body.close()
     if body.timed_out:
@@ -304,10 +309,14 @@ def write_body_result(info: UploadInfo, offset: int,
             f"{result.info.offset}")
     hooks.written(info, stream, result)
     if getattr(source, "refused", False):
-        raise errors.PayloadTooLarge(
-            f"the body goes past the {settings.max_bytes_per_owner} bytes its owner may store "
-            f"(TUS_MAX_BYTES_PER_OWNER); stored up to offset {result.info.offset}")
+        raise _over_quota(settings, result.info.offset)
     return finish.settle(info.completed, result.info, asked=will_finish), result
+
+
+def _over_quota(settings: Settings, offset: int) -> errors.TusError:
+    return errors.PayloadTooLarge(
+        f"the body goes past the {settings.max_bytes_per_owner} bytes its owner may store "
+        f"(TUS_MAX_BYTES_PER_OWNER); stored up to offset {offset}")
 
 
 # ---------------------------------------------------------------------------- an upload

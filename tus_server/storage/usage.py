@@ -45,6 +45,9 @@ FINALS_PREFIX = "finals/"
 # long; older ones are left over from a crash and are dropped when counted again.
 GRACE = 120.0
 ATTEMPTS = 40
+# An owner is counted again at most this often per process: a recount reads the infos of all
+# the owner's uploads, and a refused client may keep asking.
+RECOUNT_EVERY = 10.0
 
 Record = dict  # {"owner": str, "uploads": {id: {"bytes": int, "counted": bool, "since": float}}}
 
@@ -77,6 +80,7 @@ class Usage:
         self.bucket = settings.system_bucket
         self._ready = False
         self._guard = threading.Lock()
+        self._recounted: dict[str, float] = {}
 
     # ----------------------------------------------------------------- objects
     @staticmethod
@@ -161,17 +165,28 @@ class Usage:
         return sorted(uploads, key=lambda upload_id: uploads[upload_id]["since"], reverse=True)
 
     # ----------------------------------------------------------------- counting again
+    def may_recount(self, owner: str) -> bool:
+        """Whether `reconcile` may run for `owner` now (at most every RECOUNT_EVERY s)."""
+        now = time.monotonic()
+        with self._guard:
+            if self._recounted.get(owner, -RECOUNT_EVERY) > now - RECOUNT_EVERY:
+                return False
+            if len(self._recounted) > 10000:
+                self._recounted.clear()
+            self._recounted[owner] = now
+            return True
+
     def reconcile(self, owner: str, store) -> None:
         """Count the owner's entries again from their infos (`store.get`): an entry whose
         upload is gone (and is not a creation in progress) goes, an upload past its expiry is
-        removed (`store.terminate`, as the sweeper would), a finished one no longer counts as
+        removed (`store.terminate`, as the sweeper would: unfinished or empty), a finished one no longer counts as
         unfinished. A deferred upload keeps the reservation it was granted."""
         infos: dict[str, Optional[UploadInfo]] = {}
         now = time.time()
         for upload_id in self.read(owner)[0]["uploads"]:
             try:
                 info = store.get(upload_id)
-                if not info.completed and info.expires and info.expires < now:
+                if info.expires is not None and info.expires < now:  # as `store.expire`
                     store.terminate(upload_id)
                     info = None
             except (UploadNotFound, UploadLocked):
