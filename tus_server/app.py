@@ -25,7 +25,6 @@ from .http.tus import EXTENSIONS
 from .http.tus import bp as tus_bp
 from .ops import logs, metrics
 from .storage.minio_backend import MinioStore
-from .storage.usage import Usage
 from .storage.store import (
     ChecksumMismatch,
     LengthExceeded,
@@ -39,6 +38,7 @@ from .storage.store import (
     UploadLocked,
     UploadNotFound,
 )
+from .storage.usage import Usage
 
 WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 log = logging.getLogger("tus_server")

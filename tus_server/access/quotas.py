@@ -173,6 +173,13 @@ def body_meter(usage: Optional[Usage], store: Store, settings: Settings, info: U
     return lambda body: QuotaMeter(body, reserve, offset, info.chunk_size)
 
 
+def over_quota(settings: Settings, offset: int) -> errors.TusError:
+    """What a body cut by its `QuotaMeter` answers."""
+    return errors.PayloadTooLarge(
+        f"the body goes past the {settings.max_bytes_per_owner} bytes its owner may store "
+        f"(TUS_MAX_BYTES_PER_OWNER); stored up to offset {offset}")
+
+
 class QuotaMeter:
     """A chunked body read only as far as the quota was reserved, a chunk ahead at a time.
 

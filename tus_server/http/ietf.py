@@ -35,8 +35,8 @@ from .. import errors
 from ..access import auth
 from ..events import hooks
 from ..storage.store import ChecksumMismatch, OffsetMismatch, UploadInfo, new_upload_id
-from .checksums import ChecksumVerifier
 from . import finish
+from .checksums import ChecksumVerifier
 from .context import load_upload, upload_url
 from .headers import metadata_text, parse_metadata, repr_digest, safe_filename
 from .tus import _check_file_rules, _content_length, _has_body, create_reserved

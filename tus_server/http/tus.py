@@ -299,7 +299,7 @@ def write_body_result(info: UploadInfo, offset: int,
                              limit=settings.max_size or None, known=info)
     except ChecksumMismatch:  # a body cut at the quota cannot be checked: the quota is why
         if getattr(source, "refused", False):
-            raise _over_quota(settings, offset) from None
+            raise quotas.over_quota(settings, offset) from None
         raise
     finally:
         body.close()
@@ -309,14 +309,8 @@ def write_body_result(info: UploadInfo, offset: int,
             f"{result.info.offset}")
     hooks.written(info, stream, result)
     if getattr(source, "refused", False):
-        raise _over_quota(settings, result.info.offset)
+        raise quotas.over_quota(settings, result.info.offset)
     return finish.settle(info.completed, result.info, asked=will_finish), result
-
-
-def _over_quota(settings: Settings, offset: int) -> errors.TusError:
-    return errors.PayloadTooLarge(
-        f"the body goes past the {settings.max_bytes_per_owner} bytes its owner may store "
-        f"(TUS_MAX_BYTES_PER_OWNER); stored up to offset {offset}")
 
 
 # ---------------------------------------------------------------------------- an upload
@@ -411,33 +405,16 @@ def patch(upload_id: str):
     return response
 
 
-def _refuse_if_read_by_a_final(info: UploadInfo) -> None:
-    """A partial upload is part of every final that names it (a final reads its partials'
-    chunks, it has none of its own): while one exists, the partial stays (409)."""
-    usage, store = current_usage(), current_store()
-    if usage is None:
-        return
-
-    def exists(upload_id: str) -> bool:
-        try:
-            store.get(upload_id)
-            return True
-        except UploadNotFound:
-            return False
-
-    finals = usage.finals_of(info.id, exists)
-    if finals:
-        raise errors.Conflict(
-            f"partial upload {info.id} is part of {len(finals)} final upload"
-            f"{'s' if len(finals) > 1 else ''} (concatenation); delete "
-            f"{'them' if len(finals) > 1 else 'it'} first")
-
-
 @bp.route("/files/<upload_id>", methods=["DELETE"])
 def delete(upload_id: str):
     info = load_upload(upload_id, auth.DELETE, allow_expired=True)
-    if info.concat == "partial":
-        _refuse_if_read_by_a_final(info)
+    usage = current_usage()
+    if info.concat == "partial" and usage is not None:
+        # A final reads its partials' chunks (it has none of its own): the partial stays.
+        finals = usage.finals_of(info.id, current_store())
+        if finals:
+            raise errors.Conflict(f"partial upload {upload_id} is part of {len(finals)} final "
+                                  "upload(s) (concatenation); delete those first")
     hooks.emit("pre-terminate", info)
     current_store().terminate(upload_id)
     hooks.terminated(info)

@@ -269,9 +269,10 @@ class Usage:
                 self.objects.client.remove_object(self.bucket,
                                                   f"{FINALS_PREFIX}{partial_id}/{info.id}")
 
-    def finals_of(self, partial_id: str, exists: Callable[[str], bool]) -> list[str]:
-        """The final uploads that read `partial_id` (markers of removed finals are dropped;
-        a young marker without its final is a creation in progress, and counts)."""
+    def finals_of(self, partial_id: str, store) -> list[str]:
+        """The final uploads that read `partial_id` (`store.get` tells which exist: markers of
+        removed finals are dropped; a young marker without its final is a creation in
+        progress, and counts)."""
         self.ready()
         prefix = f"{FINALS_PREFIX}{partial_id}/"
         with storage_errors("usage"):
@@ -279,9 +280,13 @@ class Usage:
         finals = []
         for marker in markers:
             final_id = marker.object_name[len(prefix):]
-            if exists(final_id):
+            try:
+                store.get(final_id)
                 finals.append(final_id)
-            elif marker.last_modified and marker.last_modified.timestamp() < time.time() - GRACE:
+                continue
+            except UploadNotFound:
+                pass
+            if marker.last_modified and marker.last_modified.timestamp() < time.time() - GRACE:
                 with storage_errors("usage"):
                     self.objects.client.remove_object(self.bucket, marker.object_name)
             else:
