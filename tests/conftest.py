@@ -64,7 +64,7 @@ def _remove_everything(store: MinioStore) -> None:
     client = store.client
     for bucket in client.list_buckets():
         if bucket.name.startswith("tusminio"):  # system buckets: the usage records go too
-            names = [o.object_name for prefix in ("usage/", "finals/")
+            names = [o.object_name for prefix in ("usage/", "index/", "finals/")
                      for o in client.list_objects(bucket.name, prefix=prefix, recursive=True)]
             if names:
                 list(client.remove_objects(bucket.name, [DeleteObject(n) for n in names]))

@@ -228,7 +228,18 @@ def test_a_stale_reservation_never_blocks_for_long_and_cleanup_recounts(quota_se
     assert result.returncode == 0, result.stderr
     record = json.loads(quota_server.store.client.get_object(
         quota_server.settings.system_bucket, Usage.key("alice")).read())
-    assert [e["bytes"] for e in record["uploads"].values()] == [QUOTA // 2]
+    assert [e["bytes"] for e in record["open"].values()] == [QUOTA // 2]
+    assert record["settled"] == {"bytes": 0, "uploads": 0}
     over = requests.post(quota_server.files_url(), headers={
         **TUS, "Upload-Length": str(QUOTA // 2 + 1), **bearer("alice")})
     assert over.status_code == 413
+
+
+def test_finished_files_count_until_deleted(quota_server):
+    url = create_as(quota_server, "alice", length=600 * KIB)
+    finish(url, b"x" * 600 * KIB, "alice")  # finished: summed in the record from now on
+    assert requests.post(quota_server.files_url(), headers={
+        **TUS, "Upload-Length": str(500 * KIB), **bearer("alice")}).status_code == 413
+    assert requests.delete(url, headers={**TUS, **bearer("alice")}).status_code == 204
+    assert requests.post(quota_server.files_url(), headers={
+        **TUS, "Upload-Length": str(QUOTA), **bearer("alice")}).status_code == 201

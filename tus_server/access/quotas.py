@@ -24,19 +24,9 @@ from typing import Optional
 from .. import errors
 from ..config import Settings
 from ..storage.store import Store, UploadInfo
-from ..storage.usage import Record, Usage, entry_for
+from ..storage.usage import Record, Usage, entry_for, totals
 
 Refusal = (errors.TooManyRequests, errors.PayloadTooLarge)
-
-
-def _others(record: Record, upload_id: str) -> tuple[int, int]:
-    """(bytes, uploads counted) of the owner's other uploads."""
-    used = places = 0
-    for other_id, entry in record["uploads"].items():
-        if other_id != upload_id:
-            used += entry["bytes"]
-            places += bool(entry["counted"])
-    return used, places
 
 
 def _too_many_bytes(settings: Settings, owner: str, used: int, adding: int) -> errors.TusError:
@@ -66,7 +56,7 @@ def reserve_new_upload(usage: Optional[Usage], store: Store, settings: Settings,
     owner, entry = info.owner, entry_for(info)
 
     def apply(record: Record) -> None:
-        used, places = _others(record, info.id)
+        used, places = totals(record, info.id)
         limit = settings.max_uploads_per_owner
         if limit and entry["counted"] and places >= limit:
             raise errors.TooManyRequests(
@@ -75,15 +65,16 @@ def reserve_new_upload(usage: Optional[Usage], store: Store, settings: Settings,
                 f"(TUS_MAX_UPLOADS_PER_OWNER={limit}); finish or delete one first")
         if settings.max_bytes_per_owner and used + entry["bytes"] > settings.max_bytes_per_owner:
             raise _too_many_bytes(settings, owner, used, entry["bytes"])
-        record["uploads"][info.id] = entry
+        record["open"][info.id] = entry
 
     _change_or_recount(usage, store, owner, apply)
+    usage.add_to_index(info)
 
 
 def release(usage: Optional[Usage], info: UploadInfo) -> None:
     """A creation that was reserved failed before the upload existed."""
     if usage is not None and info.owner is not None:
-        usage.set_entry(info.owner, info.id, None)
+        usage.forget(info)
 
 
 def reserve_length(usage: Optional[Usage], store: Store, settings: Settings, info: UploadInfo,
@@ -96,12 +87,12 @@ def reserve_length(usage: Optional[Usage], store: Store, settings: Settings, inf
 
     def apply(record: Record) -> None:
         nonlocal held
-        used, _ = _others(record, info.id)
+        used, _ = totals(record, info.id)
         if settings.max_bytes_per_owner and used + length > settings.max_bytes_per_owner:
             raise _too_many_bytes(settings, info.owner, used, length)
-        entry = record["uploads"].get(info.id) or entry_for(info)
+        entry = record["open"].get(info.id) or entry_for(info)
         held = entry["bytes"]
-        record["uploads"][info.id] = {**entry, "bytes": length}
+        record["open"][info.id] = {**entry, "bytes": length}
 
     _change_or_recount(usage, store, info.owner, apply)
     return held
@@ -113,7 +104,7 @@ def unreserve_length(usage: Optional[Usage], info: UploadInfo, held: int) -> Non
         return
 
     def apply(record: Record) -> None:
-        entry = record["uploads"].get(info.id)
+        entry = record["open"].get(info.id)
         if entry is not None:
             entry["bytes"] = max(entry["bytes"], held)
     usage.change(info.owner, apply)
@@ -128,17 +119,17 @@ def reserve_extent(usage: Usage, store: Store, settings: Settings, info: UploadI
 
     def apply(record: Record) -> None:
         nonlocal granted
-        entry = record["uploads"].get(info.id) or entry_for(info)
+        entry = record["open"].get(info.id) or entry_for(info)
         granted = entry["bytes"]
         if granted >= end:
             raise _Unchanged()
-        used, _ = _others(record, info.id)
+        used, _ = totals(record, info.id)
         room = settings.max_bytes_per_owner - used
         reach = min(end, room)
         if reach <= granted or (reach < end and not partial):
             raise _too_many_bytes(settings, info.owner, used + granted, end - granted)
         granted = reach
-        record["uploads"][info.id] = {**entry, "bytes": reach}
+        record["open"][info.id] = {**entry, "bytes": reach}
 
     try:
         _change_or_recount(usage, store, info.owner, apply)
@@ -224,7 +215,5 @@ class QuotaMeter:
 def finished(usage: Optional[Usage], info: UploadInfo) -> None:
     """The upload reached its length: it holds its length and no longer takes a place (unless
     it holds no bytes: see `storage.usage.counted`)."""
-    if usage is None or info.owner is None:
-        return
-    usage.set_entry(info.owner, info.id, entry_for(info))
-
+    if usage is not None and info.owner is not None:
+        usage.settle(info)

@@ -1,29 +1,34 @@
-"""Per-owner usage records and the concatenation index, in the system bucket.
+"""Per-owner usage records, per-owner indexes and the concatenation index, in the system bucket.
 
     bucket $TUS_SYSTEM_BUCKET (never an upload id: those are `tus-` + 32 hex)
-      usage/<sha256 of the owner>.json   {"owner": sub, "uploads": {id: {"bytes", "counted",
-                                          "since"}}}: what each of the owner's uploads holds
-      usage/.built                       the records were counted from the infos once
-      finals/<partial id>/<final id>     a final upload reads this partial
+      usage/<owner key>.json     {"owner": sub, "settled": {"bytes", "uploads"},
+                                  "open": {id: {"bytes", "counted", "since"}}}
+      usage/.built               the records were counted from the infos once
+      index/<owner key>/<inverted created ms>-<id>   an empty marker per upload, newest first
+      finals/<partial id>/<final id>                 a final upload reads this partial
 
-One record per owner is both the owner's index (`GET /files` of a non-admin reads it and the
-infos of one page, not every stored upload's info) and the quota's counter (creation reads and
-writes it once). Every change is a read, a change and a conditional PUT (`If-Match` on the ETag
-read, `If-None-Match: *` for a new record) retried on 412, so parallel requests in any process
-or instance never lose each other's changes, and a change that would pass a limit is refused
-before any byte it stands for is stored.
+The record is the quota's counter: a creation reads and writes it once, whatever the owner or
+anyone else stores. Finished uploads that hold bytes are only summed (`settled`); the others
+(unfinished, deferred, empty, finals, creations in progress) have an entry each (`open`), so the
+record stays as small as what the owner has in flight. Every change is a read, a change and a
+conditional PUT (`If-Match` on the ETag read, `If-None-Match: *` for a new record) retried on
+412, so parallel requests in any process or instance never lose each other's changes, and a
+change that would pass a limit is refused before any byte it stands for is stored. The index
+is one marker object per upload (written once, removed with the upload: no contention), so a
+non-admin listing lists the owner's markers and reads the infos of one page.
 
-`bytes` is a high-water mark: the upload's length once known, else every byte position a body
-was allowed to reach (a chunk is reserved before it is read into the store), so bytes that a
-failed or cut PATCH left past the offset stay counted until the length is fixed. `counted`
-says the upload takes a place under TUS_MAX_UPLOADS_PER_OWNER. Crash safety comes from the
-order: the record is raised before the store is written and lowered after it was changed, so a
-crash leaves an over-count, never an under-count. `reconcile` (when a limit is hit) and
-`rebuild` (`cleanup`, and once on first use) count again from the infos.
+An open entry's `bytes` is a high-water mark: the upload's length once known, else every byte
+position a body was allowed to reach (a chunk is reserved before it is read into the store), so
+bytes a failed or cut PATCH left past the offset stay counted until the length is fixed.
+`counted` says the upload takes a place under TUS_MAX_UPLOADS_PER_OWNER. Crash safety comes
+from the order: the record is raised before the store is written and lowered after it was
+changed, so a crash leaves an over-count, never an under-count. `reconcile` (when a limit is
+hit) and `rebuild` (`cleanup`, and once on first use) count again from the infos.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import random
@@ -40,6 +45,7 @@ from .store import StorageUnavailable, UploadInfo, UploadLocked, UploadNotFound
 log = logging.getLogger("tus_server.usage")
 USAGE_PREFIX = "usage/"
 BUILT = USAGE_PREFIX + ".built"
+INDEX_PREFIX = "index/"
 FINALS_PREFIX = "finals/"
 # A record entry (or concatenation marker) without an info is a creation in progress for this
 # long; older ones are left over from a crash and are dropped when counted again.
@@ -49,7 +55,11 @@ ATTEMPTS = 40
 # the owner's uploads, and a refused client may keep asking.
 RECOUNT_EVERY = 10.0
 
-Record = dict  # {"owner": str, "uploads": {id: {"bytes": int, "counted": bool, "since": float}}}
+Record = dict  # {"owner", "settled": {"bytes", "uploads"}, "open": {id: entry}}
+
+
+def new_record(owner: str) -> Record:
+    return {"owner": owner, "settled": {"bytes": 0, "uploads": 0}, "open": {}}
 
 
 def entry_for(info: UploadInfo, reserved: int = 0) -> dict:
@@ -71,6 +81,21 @@ def counted(info: UploadInfo) -> bool:
     return not info.completed or info.concat == "final" or not info.length
 
 
+def settles(info: UploadInfo) -> bool:
+    """A finished upload that holds bytes is only summed in the record."""
+    return info.completed and not counted(info)
+
+
+def totals(record: Record, except_id: Optional[str] = None) -> tuple[int, int]:
+    """(bytes held, places taken) by the owner's uploads, but `except_id`."""
+    used, places = record["settled"]["bytes"], 0
+    for upload_id, entry in record["open"].items():
+        if upload_id != except_id:
+            used += entry["bytes"]
+            places += bool(entry["counted"])
+    return used, places
+
+
 class Usage:
     def __init__(self, settings: Settings, objects: Objects,
                  all_infos: Callable[[], Iterable[UploadInfo]]):
@@ -84,8 +109,18 @@ class Usage:
 
     # ----------------------------------------------------------------- objects
     @staticmethod
-    def key(owner: str) -> str:
-        return USAGE_PREFIX + hashlib.sha256(owner.encode()).hexdigest() + ".json"
+    def owner_key(owner: str) -> str:
+        return hashlib.sha256(owner.encode()).hexdigest()
+
+    @classmethod
+    def key(cls, owner: str) -> str:
+        return f"{USAGE_PREFIX}{cls.owner_key(owner)}.json"
+
+    @classmethod
+    def marker(cls, info: UploadInfo) -> str:
+        """The upload's index marker: names of one owner's markers sort newest first."""
+        created = max(0, 10**13 - int(info.created * 1000))
+        return f"{INDEX_PREFIX}{cls.owner_key(info.owner)}/{created:013d}-{info.id}"
 
     def _ensure_bucket(self) -> None:
         client = self.objects.client
@@ -115,6 +150,16 @@ class Usage:
                                           if_match=etag, if_none_match=etag is None,
                                           context="usage")
 
+    def _remove(self, key: str) -> None:
+        with storage_errors("usage"):
+            self.objects.client.remove_object(self.bucket, key)
+
+    def _names(self, prefix: str) -> list[str]:
+        with storage_errors("usage"):
+            return [o.object_name for o in self.objects.client.list_objects(
+                self.bucket, prefix=prefix, recursive=True)]
+
+    # ----------------------------------------------------------------- the record
     def read(self, owner: str) -> tuple[Record, Optional[str]]:
         """The owner's record and its ETag (None: there is none yet)."""
         self.ready()
@@ -123,7 +168,7 @@ class Usage:
     def _read(self, owner: str) -> tuple[Record, Optional[str]]:
         data, etag = self._get(self.key(owner))
         if data is None:
-            return {"owner": owner, "uploads": {}}, None
+            return new_record(owner), None
         return json.loads(data), etag
 
     def change(self, owner: str, change: Callable[[Record], None]) -> Record:
@@ -144,25 +189,65 @@ class Usage:
         raise StorageUnavailable(f"the usage record of {owner!r} changes too often")
 
     def set_entry(self, owner: str, upload_id: str, entry: Optional[dict]) -> None:
-        """Replace (None: remove) one upload's entry, without a limit to check."""
+        """Replace (None: remove) one open entry, without a limit to check."""
         def apply(record: Record) -> None:
             if entry is None:
-                record["uploads"].pop(upload_id, None)
+                record["open"].pop(upload_id, None)
             else:
-                record["uploads"][upload_id] = entry
+                record["open"][upload_id] = entry
         self.change(owner, apply)
 
-    def forget(self, info: UploadInfo) -> None:
-        """After an upload was removed (any path: DELETE, a hook, the sweeper)."""
-        if info.owner is not None:
-            self.set_entry(info.owner, info.id, None)
-        if info.concat == "final":
-            self.unlink_final(info)
+    def add_to_index(self, info: UploadInfo) -> None:
+        """Before the upload is created (after its entry was reserved)."""
+        with storage_errors("usage"):
+            self.objects.client.put_object(self.bucket, self.marker(info), io.BytesIO(b""), 0)
 
     def newest_first(self, owner: str) -> list[str]:
-        """The owner's upload ids, newest first (the index of a non-admin listing)."""
-        uploads = self.read(owner)[0]["uploads"]
-        return sorted(uploads, key=lambda upload_id: uploads[upload_id]["since"], reverse=True)
+        """The owner's upload ids, newest first (a non-admin listing): one LIST per 1,000."""
+        self.ready()
+        return [_marker_id(name) for name in self._markers(owner)]
+
+    def _markers(self, owner: str) -> list[str]:
+        return self._names(f"{INDEX_PREFIX}{self.owner_key(owner)}/")
+
+    def _prune_index(self, markers: list[str], infos: dict, now: float) -> None:
+        """Remove the markers of uploads that are gone (not those of creations in progress)."""
+        for name in markers:
+            upload_id = _marker_id(name)
+            if upload_id in infos and infos[upload_id] is None \
+                    and _marker_created(name) < now - GRACE:
+                self._remove(name)
+
+    def settle(self, info: UploadInfo) -> None:
+        """The upload finished: a finished upload holding bytes is only summed from now on."""
+        def apply(record: Record) -> None:
+            if record["open"].pop(info.id, None) is None:
+                return  # removed meanwhile: nothing to settle
+            if settles(info):
+                record["settled"]["bytes"] += holds(info)
+                record["settled"]["uploads"] += 1
+            else:
+                record["open"][info.id] = entry_for(info)
+        self.change(info.owner, apply)
+
+    def forget(self, info: UploadInfo) -> None:
+        """After an upload was removed (any path: DELETE, a hook, the sweeper), with its last
+        info. The last few ids forgotten are kept, so that a removal reported twice (two
+        stalled requests) is subtracted once."""
+        if info.owner is not None:
+            def apply(record: Record) -> None:
+                gone = record.setdefault("gone", [])
+                if info.id in gone:
+                    return
+                gone[:] = (gone + [info.id])[-100:]
+                if record["open"].pop(info.id, None) is None and settles(info):
+                    settled = record["settled"]
+                    settled["bytes"] = max(0, settled["bytes"] - holds(info))
+                    settled["uploads"] = max(0, settled["uploads"] - 1)
+            self.change(info.owner, apply)
+            self._remove(self.marker(info))
+        if info.concat == "final":
+            self.unlink_final(info)
 
     # ----------------------------------------------------------------- counting again
     def may_recount(self, owner: str) -> bool:
@@ -177,13 +262,14 @@ class Usage:
             return True
 
     def reconcile(self, owner: str, store) -> None:
-        """Count the owner's entries again from their infos (`store.get`): an entry whose
-        upload is gone (and is not a creation in progress) goes, an upload past its expiry is
-        removed (`store.terminate`, as the sweeper would: unfinished or empty), a finished one no longer counts as
-        unfinished. A deferred upload keeps the reservation it was granted."""
-        infos: dict[str, Optional[UploadInfo]] = {}
+        """Count the owner's record again from the infos of the owner's uploads (`store.get`):
+        what is gone goes (but creations in progress), an upload past its expiry is removed
+        (`store.terminate`, as the sweeper would), a deferred upload keeps the reservation it
+        was granted."""
         now = time.time()
-        for upload_id in self.read(owner)[0]["uploads"]:
+        infos: dict[str, Optional[UploadInfo]] = {}
+        markers = self._markers(owner)
+        for upload_id in {_marker_id(n) for n in markers} | set(self.read(owner)[0]["open"]):
             try:
                 info = store.get(upload_id)
                 if info.expires is not None and info.expires < now:  # as `store.expire`
@@ -192,19 +278,8 @@ class Usage:
             except (UploadNotFound, UploadLocked):
                 info = None
             infos[upload_id] = info
-
-        def apply(record: Record) -> None:
-            for upload_id, entry in list(record["uploads"].items()):
-                if upload_id not in infos:
-                    continue  # added since we read the infos
-                info = infos[upload_id]
-                if info is None:
-                    if entry["since"] < now - GRACE:
-                        del record["uploads"][upload_id]
-                    continue
-                reserved = entry["bytes"] if info.length is None else 0
-                record["uploads"][upload_id] = entry_for(info, reserved)
-        self.change(owner, apply)
+        self._change(owner, lambda record: _recount(record, infos, now))
+        self._prune_index(markers, infos, now)
 
     def ready(self) -> None:
         """Once per process: make sure the records were counted (the first server to use this
@@ -220,39 +295,29 @@ class Usage:
             self._ready = True
 
     def rebuild(self) -> int:
-        """Count every owner's record again from the infos of all stored uploads: the repair
-        path (`cleanup`); the number of owners. Entries of creations in progress and
-        reservations still growing stay."""
+        """Count every owner's record and index again from the infos of all stored uploads:
+        the repair path (`cleanup`); the number of owners."""
         self._ensure_bucket()
         return self._rebuild()
 
     def _rebuild(self) -> int:
-        by_owner: dict[str, dict[str, UploadInfo]] = {}
+        now = time.time()
+        by_owner: dict[str, dict[str, Optional[UploadInfo]]] = {}
         for info in self.all_infos():
             if info.owner is not None:
                 by_owner.setdefault(info.owner, {})[info.id] = info
-        with storage_errors("usage"):
-            names = [o.object_name for o in self.objects.client.list_objects(
-                self.bucket, prefix=USAGE_PREFIX) if o.object_name.endswith(".json")]
-        known = {self.key(owner) for owner in by_owner}
-        for name in names:
-            if name not in known:  # an owner with no upload left
-                data, _ = self._get(name)
-                if data is not None:
-                    by_owner.setdefault(json.loads(data)["owner"], {})
-        for owner, owned in by_owner.items():
-            def apply(record: Record, owned=owned) -> None:
-                now = time.time()
-                fresh = {}
-                for upload_id, info in owned.items():
-                    old = record["uploads"].get(upload_id, {})
-                    growing = info.length is None and info.updated > now - GRACE
-                    fresh[upload_id] = entry_for(info, old.get("bytes", 0) if growing else 0)
-                for upload_id, entry in record["uploads"].items():
-                    if upload_id not in fresh and entry["since"] >= now - GRACE:
-                        fresh[upload_id] = entry
-                record["uploads"] = fresh
-            self._change(owner, apply)
+        for name in self._names(USAGE_PREFIX):
+            data = self._get(name)[0] if name.endswith(".json") else None
+            if data is not None:  # an owner with no upload left, too
+                by_owner.setdefault(json.loads(data)["owner"], {})
+        for owner, infos in by_owner.items():
+            markers = self._markers(owner)
+            for info in infos.values():
+                if self.marker(info) not in markers:
+                    self.add_to_index(info)
+            self._change(owner, lambda record, infos=infos: _recount(record, infos, now))
+            self._prune_index(markers, {_marker_id(n): infos.get(_marker_id(n))
+                                        for n in markers}, now)
         self._put(BUILT, b"{}", None)
         return len(by_owner)
 
@@ -325,3 +390,32 @@ class Usage:
                 except UploadLocked:
                     continue
         return removed
+
+
+def _recount(record: Record, infos: dict[str, Optional[UploadInfo]], now: float) -> None:
+    """The record as the infos say (None: the upload is gone); young open entries without an
+    info stay (creations in progress), old ones are left over from a crash and go."""
+    settled = {"bytes": 0, "uploads": 0}
+    fresh = {}
+    for upload_id, entry in record["open"].items():
+        if infos.get(upload_id) is None and entry["since"] >= now - GRACE:
+            fresh[upload_id] = entry  # a creation in progress, or made since the infos were read
+    for upload_id, info in infos.items():
+        if info is None or upload_id in fresh:
+            continue
+        if settles(info):
+            settled["bytes"] += holds(info)
+            settled["uploads"] += 1
+        else:
+            old = record["open"].get(upload_id, {})
+            reserved = old.get("bytes", 0) if info.length is None else 0
+            fresh[upload_id] = entry_for(info, reserved)
+    record["settled"], record["open"] = settled, fresh
+
+
+def _marker_id(name: str) -> str:
+    return name.rsplit("/", 1)[1].split("-", 1)[1]
+
+
+def _marker_created(name: str) -> float:
+    return (10**13 - int(name.rsplit("/", 1)[1].split("-", 1)[0])) / 1000
