@@ -9,19 +9,23 @@ Each asks pre-finish before the store marks the upload finished whenever the req
 in advance (`ask`); a veto then leaves the upload as it was, unfinished and not downloadable.
 Only a chunked body's end is known after it was stored: then pre-finish runs right after, and
 a veto removes the upload (`settle`), so no upload is ever finished without pre-finish's
-consent. After it: the owner's usage record (the upload holds exactly its length and no longer
-takes an unfinished place), then post-finish, the counter and the log line (`hooks.finished`).
+consent. After it: post-finish, the counter and the log line (`hooks.finished`), then the
+owner's usage record (the upload holds exactly its length and no longer takes an unfinished
+place).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from typing import Optional
 
 from .. import errors
 from ..access import quotas
 from ..events import hooks
-from ..storage.store import UploadInfo
+from ..storage.store import StoreError, UploadInfo
 from .context import current_settings, current_store, current_usage
+
+log = logging.getLogger("tus_server.finish")
 
 
 def ask(info: UploadInfo, length: Optional[int] = None) -> None:
@@ -42,8 +46,11 @@ def settle(was_completed: bool, info: UploadInfo, asked: bool) -> UploadInfo:
             current_store().terminate(info.id)
             hooks.terminated(info, "pre-finish refused")
             raise
-    quotas.finished(current_usage(), info)
     hooks.finished(info)
+    try:
+        quotas.finished(current_usage(), info)
+    except StoreError as exc:  # it only over-counts the owner until the next recount
+        log.warning("usage record not updated after upload_id=%s finished: %s", info.id, exc)
     return info
 
 

@@ -272,11 +272,16 @@ class Usage:
         for upload_id in {_marker_id(n) for n in markers} | set(self.read(owner)[0]["open"]):
             try:
                 info = store.get(upload_id)
-                if info.expires is not None and info.expires < now:  # as `store.expire`
+            except UploadNotFound:
+                info = None
+            if info is not None and info.expires is not None and info.expires < now:
+                try:  # as `store.expire` would
                     store.terminate(upload_id)
                     info = None
-            except (UploadNotFound, UploadLocked):
-                info = None
+                except UploadNotFound:
+                    info = None
+                except UploadLocked:  # in use: it stays, and counts
+                    pass
             infos[upload_id] = info
         self._change(owner, lambda record: _recount(record, infos, now))
         self._prune_index(markers, infos, now)
