@@ -79,6 +79,17 @@ def test_parallel_ietf_one_shot_bodies_cannot_pass_the_byte_quota(quota_server):
     assert "TUS_MAX_BYTES_PER_OWNER" in more.text
 
 
+def test_the_byte_quota_holds_across_worker_processes(gunicorn_server, store):
+    server = gunicorn_server(workers=2, chunk_size=CHUNK, extra_env={
+        "TUS_AUTH": "jwt", "TUS_JWT_SECRET": SECRET, "TUS_MAX_BYTES_PER_OWNER": str(QUOTA)})
+    streamed = [lambda: requests.post(server.url + "/files/", data=chunked(4 * MIB), headers={
+        **DRAFT, "Upload-Complete": "?1", **bearer("alice")})] * 4
+    results = parallel(streamed)
+    assert all(refused(r) for r in results), results
+    held = sum(sum(chunk_objects(store, upload_id).values()) for upload_id in store.list_ids())
+    assert held <= QUOTA
+
+
 def test_tus_deferred_patches_count_against_the_byte_quota(quota_server):
     urls = [requests.post(quota_server.files_url(), headers={
         **TUS, "Upload-Defer-Length": "1", **bearer("alice")}).headers["Location"]
