@@ -219,7 +219,8 @@ def test_listing_and_creation_cost_nothing_per_other_owners_upload(make_server):
                             headers=bearer("bob")).json()["uploads"]) == 40
 
 
-def test_a_stale_reservation_never_blocks_for_long_and_cleanup_recounts(quota_server):
+def test_a_stale_reservation_never_blocks_for_long_and_cleanup_recounts(quota_server,
+                                                                        make_server):
     usage = quota_server._served.server.app.extensions["tus_usage"]
     # A creation that crashed after reserving all of alice's bytes, long ago.
     usage.set_entry("alice", "tus-" + "0" * 32,
@@ -244,6 +245,15 @@ def test_a_stale_reservation_never_blocks_for_long_and_cleanup_recounts(quota_se
     over = requests.post(quota_server.files_url(), headers={
         **TUS, "Upload-Length": str(QUOTA // 2 + 1), **bearer("alice")})
     assert over.status_code == 413
+    # A system bucket never counted (an upgrade): the first server to use it counts once.
+    for key in (Usage.key("alice"), "usage/.built"):
+        quota_server.store.client.remove_object(quota_server.settings.system_bucket, key)
+    fresh = make_server(auth="jwt", jwt_secret=SECRET, max_bytes_per_owner=QUOTA,
+                        chunk_size=CHUNK)
+    assert requests.post(fresh.files_url(), headers={
+        **TUS, "Upload-Length": str(QUOTA // 2 + 1), **bearer("alice")}).status_code == 413
+    listed = requests.get(fresh.files_url(), headers=bearer("alice")).json()
+    assert listed["total"] == 1
 
 
 def test_finished_files_count_until_deleted(quota_server):

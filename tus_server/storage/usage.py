@@ -34,6 +34,7 @@ import logging
 import random
 import threading
 import time
+import weakref
 from typing import Callable, Iterable, Optional
 
 from minio.error import S3Error
@@ -106,6 +107,10 @@ class Usage:
         self._ready = False
         self._guard = threading.Lock()
         self._recounted: dict[str, float] = {}
+        # One change per owner at a time in this process: threads queue instead of making each
+        # other's conditional writes fail (other processes still race, and retry on 412).
+        self._owner_locks: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+        self._owner_locks_guard = threading.Lock()
 
     # ----------------------------------------------------------------- objects
     @staticmethod
@@ -179,6 +184,14 @@ class Usage:
         return self._change(owner, change)
 
     def _change(self, owner: str, change: Callable[[Record], None]) -> Record:
+        with self._owner_locks_guard:
+            lock = self._owner_locks.get(owner)
+            if lock is None:
+                lock = self._owner_locks[owner] = threading.Lock()
+        with lock:
+            return self._change_unlocked(owner, change)
+
+    def _change_unlocked(self, owner: str, change: Callable[[Record], None]) -> Record:
         for attempt in range(ATTEMPTS):
             record, etag = self._read(owner)
             change(record)
