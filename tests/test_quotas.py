@@ -8,19 +8,20 @@ Real JWTs, real HTTP, real MinIO; bytes are counted in the chunk objects MinIO h
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
-from tus_server.storage.usage import Usage
-
 from .helpers import MIB, OCTET, TUS, chunk_objects
 from .minio_process import ROOT
 from .test_auth import SECRET, bearer, create_as, finish
+from .test_faults import _slow_body, _stored_offset, _wait_until
 from .test_ietf import DRAFT, PARTIAL
 
 KIB = 1024
@@ -88,6 +89,55 @@ def test_the_byte_quota_holds_across_worker_processes(gunicorn_server, store):
     assert all(refused(r) for r in results), results
     held = sum(sum(chunk_objects(store, upload_id).values()) for upload_id in store.list_ids())
     assert held <= QUOTA
+
+
+def test_a_server_killed_mid_body_leaves_at_most_an_over_count(gunicorn_server, store):
+    env = {"TUS_AUTH": "jwt", "TUS_JWT_SECRET": SECRET, "TUS_MAX_BYTES_PER_OWNER": str(4 * MIB)}
+    app = gunicorn_server(chunk_size=CHUNK, lock_lease=2, extra_env=env)
+    data = os.urandom(3 * MIB)
+    url = requests.post(app.url + "/files/", headers={
+        **TUS, "Upload-Defer-Length": "1", **bearer("alice")}).headers["Location"]
+    uid = url.rsplit("/", 1)[1]
+    sender = threading.Thread(target=lambda: _ignore_errors(lambda: requests.patch(
+        url, data=_slow_body(data, 64 * KIB, 0.01),
+        headers={**TUS, **OCTET, "Upload-Offset": "0", **bearer("alice")})))
+    sender.start()
+    assert _wait_until(lambda: _stored_offset(store, url) >= MIB, timeout=60)
+    app.kill()
+    sender.join(timeout=30)
+    # Every byte in MinIO (past the offset too) was reserved before it was stored.
+    record = json.loads(store.client.get_object("tusminio-system", _usage_key("alice")).read())
+    assert record["open"][uid]["bytes"] >= sum(chunk_objects(store, uid).values())
+
+    app = gunicorn_server(port=app.port, chunk_size=CHUNK, lock_lease=2, extra_env=env)
+    offset = _stored_offset(store, url)
+    deadline = time.monotonic() + 15
+    while True:  # the dead process's lease runs out after lock_lease seconds
+        response = requests.patch(url, data=data[offset:], headers={
+            **TUS, **OCTET, "Upload-Offset": str(offset), "Upload-Length": str(len(data)),
+            **bearer("alice")})
+        if response.status_code != 423 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert response.status_code == 204, response.text
+    record = json.loads(store.client.get_object("tusminio-system", _usage_key("alice")).read())
+    assert record["settled"] == {"bytes": len(data), "uploads": 1} and not record["open"]
+    over = requests.post(app.url + "/files/", headers={
+        **TUS, "Upload-Length": str(MIB + 1), **bearer("alice")})
+    assert over.status_code == 413
+
+
+def _ignore_errors(call) -> None:
+    try:
+        call()
+    except requests.RequestException:  # the server was killed under it
+        pass
+
+
+def _usage_key(owner: str) -> str:
+    from tus_server.storage.usage import Usage
+
+    return Usage.key(owner)
 
 
 def test_tus_deferred_patches_count_against_the_byte_quota(quota_server):
@@ -230,7 +280,7 @@ def test_a_stale_reservation_never_blocks_for_long_and_cleanup_recounts(quota_se
     assert ok.status_code == 201, ok.text
     # The record is lost (or was never written): `cleanup` counts it again from the infos.
     quota_server.store.client.remove_object(quota_server.settings.system_bucket,
-                                            Usage.key("alice"))
+                                            _usage_key("alice"))
     env = {"PATH": "/usr/bin:/bin", "MINIO_ENDPOINT": quota_server.settings.minio_endpoint,
            "MINIO_ACCESS_KEY": quota_server.settings.minio_access_key,
            "MINIO_SECRET_KEY": quota_server.settings.minio_secret_key,
@@ -239,14 +289,14 @@ def test_a_stale_reservation_never_blocks_for_long_and_cleanup_recounts(quota_se
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     record = json.loads(quota_server.store.client.get_object(
-        quota_server.settings.system_bucket, Usage.key("alice")).read())
+        quota_server.settings.system_bucket, _usage_key("alice")).read())
     assert [e["bytes"] for e in record["open"].values()] == [QUOTA // 2]
     assert record["settled"] == {"bytes": 0, "uploads": 0}
     over = requests.post(quota_server.files_url(), headers={
         **TUS, "Upload-Length": str(QUOTA // 2 + 1), **bearer("alice")})
     assert over.status_code == 413
     # A system bucket never counted (an upgrade): the first server to use it counts once.
-    for key in (Usage.key("alice"), "usage/.built"):
+    for key in (_usage_key("alice"), "usage/.built"):
         quota_server.store.client.remove_object(quota_server.settings.system_bucket, key)
     fresh = make_server(auth="jwt", jwt_secret=SECRET, max_bytes_per_owner=QUOTA,
                         chunk_size=CHUNK)
