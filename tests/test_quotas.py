@@ -201,6 +201,12 @@ def test_finals_take_places_under_the_upload_quota(places_server):
     assert "TUS_MAX_UPLOADS_PER_OWNER=3" in final_of(places_server, partial).text
 
 
+def test_parallel_creations_take_exactly_the_places_there_are(places_server):
+    calls = [lambda: requests.post(places_server.files_url(), headers={
+        **TUS, "Upload-Length": "5", **bearer("alice")})] * 8
+    assert sorted(parallel(calls)) == [201] * 3 + [429] * 5
+
+
 @pytest.mark.parametrize("protocol", ["tus", "ietf"])
 def test_empty_uploads_take_places_under_the_upload_quota(places_server, protocol):
     def empty():
