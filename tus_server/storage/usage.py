@@ -313,17 +313,22 @@ class Usage:
             self._ready = True
 
     def rebuild(self) -> int:
-        """Count every owner's record and index again from the infos of all stored uploads:
-        the repair path (`cleanup`); the number of owners."""
+        """Count every owner's record and index (and the concatenation index) again from the
+        infos of all stored uploads: the repair path (`cleanup`); the number of owners."""
         self._ensure_bucket()
         return self._rebuild()
 
     def _rebuild(self) -> int:
         now = time.time()
         by_owner: dict[str, dict[str, Optional[UploadInfo]]] = {}
+        linked = set(self._names(FINALS_PREFIX))
         for info in self.all_infos():
             if info.owner is not None:
                 by_owner.setdefault(info.owner, {})[info.id] = info
+            if info.concat == "final":  # finals made before this index existed
+                for partial_id in info.partials:
+                    if f"{FINALS_PREFIX}{partial_id}/{info.id}" not in linked:
+                        self._put(f"{FINALS_PREFIX}{partial_id}/{info.id}", b"{}", None)
         for name in self._names(USAGE_PREFIX):
             data = self._get(name)[0] if name.endswith(".json") else None
             if data is not None:  # an owner with no upload left, too
@@ -347,10 +352,8 @@ class Usage:
             self._put(f"{FINALS_PREFIX}{partial_id}/{final_id}", b"{}", None)
 
     def unlink_final(self, info: UploadInfo) -> None:
-        with storage_errors("usage"):
-            for partial_id in info.partials:
-                self.objects.client.remove_object(self.bucket,
-                                                  f"{FINALS_PREFIX}{partial_id}/{info.id}")
+        for partial_id in info.partials:
+            self._remove(f"{FINALS_PREFIX}{partial_id}/{info.id}")
 
     def finals_of(self, partial_id: str, store) -> list[str]:
         """The final uploads that read `partial_id` (`store.get` tells which exist: markers of
@@ -370,8 +373,7 @@ class Usage:
             except UploadNotFound:
                 pass
             if marker.last_modified and marker.last_modified.timestamp() < time.time() - GRACE:
-                with storage_errors("usage"):
-                    self.objects.client.remove_object(self.bucket, marker.object_name)
+                self._remove(marker.object_name)
             else:
                 finals.append(final_id)
         return finals
@@ -380,11 +382,9 @@ class Usage:
         """Every partial that a final reads: {partial id: [final ids]} (the sweeper's list)."""
         self.ready()
         linked: dict[str, list[str]] = {}
-        with storage_errors("usage"):
-            for marker in self.objects.client.list_objects(self.bucket, prefix=FINALS_PREFIX,
-                                                           recursive=True):
-                partial_id, _, final_id = marker.object_name[len(FINALS_PREFIX):].partition("/")
-                linked.setdefault(partial_id, []).append(final_id)
+        for name in self._names(FINALS_PREFIX):
+            partial_id, _, final_id = name[len(FINALS_PREFIX):].partition("/")
+            linked.setdefault(partial_id, []).append(final_id)
         return linked
 
     def expire_orphan_finals(self, store) -> list[str]:
@@ -419,7 +419,7 @@ def _recount(record: Record, infos: dict[str, Optional[UploadInfo]], now: float)
         if infos.get(upload_id) is None and entry["since"] >= now - GRACE:
             fresh[upload_id] = entry  # a creation in progress, or made since the infos were read
     for upload_id, info in infos.items():
-        if info is None or upload_id in fresh:
+        if info is None:
             continue
         if settles(info):
             settled["bytes"] += holds(info)
