@@ -240,7 +240,7 @@ def test_a_final_whose_partial_is_gone_expires(places_server):
     assert gone.status_code == 410
     assert requests.head(finals[0], headers={**TUS, **bearer("alice")}).status_code == 404
     usage = places_server._served.server.app.extensions["tus_usage"]
-    swept = usage.expire_orphan_finals(places_server.store)
+    swept = usage.finals.expire_orphans(places_server.store)
     assert sorted(swept) == sorted(url.rsplit("/", 1)[1] for url in finals[1:])
     for url in finals:
         assert requests.get(url, headers=bearer("alice")).status_code == 404

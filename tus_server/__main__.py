@@ -88,7 +88,7 @@ def _cleanup(settings: Settings) -> int:
     from .app import attach_usage
 
     usage = attach_usage(settings, store)
-    removed = store.expire(time.time()) + usage.expire_orphan_finals(store)
+    removed = store.expire(time.time()) + usage.finals.expire_orphans(store)
     print(f"removed {len(removed)} expired uploads")
     for upload_id in removed:
         print(upload_id)

@@ -158,7 +158,7 @@ class Sweeper:
             try:
                 removed = self.store.expire(time.time())
                 if self.usage is not None:
-                    removed += self.usage.expire_orphan_finals(self.store)
+                    removed += self.usage.finals.expire_orphans(self.store)
                 if removed:
                     log.info("sweeper removed %d expired uploads", len(removed))
             except Exception:

@@ -218,7 +218,7 @@ def create_reserved(info: UploadInfo) -> UploadInfo:
     quotas.reserve_new_upload(usage, store, current_settings(), info)
     try:
         if info.concat == "final" and usage is not None:
-            usage.link_final(info.id, info.partials)
+            usage.finals.link(info.id, info.partials)
         info = store.create(info)
     except BaseException:
         quotas.release(usage, info)
@@ -411,7 +411,7 @@ def delete(upload_id: str):
     usage = current_usage()
     if info.concat == "partial" and usage is not None:
         # A final reads its partials' chunks (it has none of its own): the partial stays.
-        finals = usage.finals_of(info.id, current_store())
+        finals = usage.finals.finals_of(info.id, current_store())
         if finals:
             raise errors.Conflict(f"partial upload {upload_id} is part of {len(finals)} final "
                                   "upload(s) (concatenation); delete those first")

@@ -1,11 +1,11 @@
-"""Per-owner usage records, per-owner indexes and the concatenation index, in the system bucket.
+"""Per-owner usage records and per-owner indexes, in the system bucket (storage/system.py).
 
     bucket $TUS_SYSTEM_BUCKET (never an upload id: those are `tus-` + 32 hex)
       usage/<owner key>.json     {"owner": sub, "settled": {"bytes", "uploads"},
                                   "open": {id: {"bytes", "counted", "since"}}}
       usage/.built               the records were counted from the infos once
       index/<owner key>/<inverted created ms>-<id>   an empty marker per upload, newest first
-      finals/<partial id>/<final id>                 a final upload reads this partial
+      finals/<partial id>/<final id>                 storage/concatenations.py
 
 The record is the quota's counter: a creation reads and writes it once, whatever the owner or
 anyone else stores. Finished uploads that hold bytes are only summed (`settled`); the others
@@ -28,7 +28,6 @@ hit) and `rebuild` (`cleanup`, and once on first use) count again from the infos
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import random
@@ -37,19 +36,18 @@ import time
 import weakref
 from typing import Callable, Iterable, Optional
 
-from minio.error import S3Error
-
 from ..config import Settings
-from .objects import Objects, storage_errors
+from .concatenations import Concatenations
+from .objects import Objects
 from .store import StorageUnavailable, UploadInfo, UploadLocked, UploadNotFound
+from .system import SystemBucket
 
 log = logging.getLogger("tus_server.usage")
 USAGE_PREFIX = "usage/"
 BUILT = USAGE_PREFIX + ".built"
 INDEX_PREFIX = "index/"
-FINALS_PREFIX = "finals/"
-# A record entry (or concatenation marker) without an info is a creation in progress for this
-# long; older ones are left over from a crash and are dropped when counted again.
+# A record entry (or an index marker) without an info is a creation in progress for this long;
+# older ones are left over from a crash and are dropped when counted again.
 GRACE = 120.0
 ATTEMPTS = 40
 # An owner is counted again at most this often per process: a recount reads the infos of all
@@ -104,6 +102,8 @@ class Usage:
         self.objects = objects
         self.all_infos = all_infos  # every stored upload's info (the store's `list`)
         self.bucket = settings.system_bucket
+        self.system = SystemBucket(objects, self.bucket)
+        self.finals = Concatenations(self.system, self.ready)
         self._ready = False
         self._guard = threading.Lock()
         self._recounted: dict[str, float] = {}
@@ -127,43 +127,6 @@ class Usage:
         created = max(0, 10**13 - int(info.created * 1000))
         return f"{INDEX_PREFIX}{cls.owner_key(info.owner)}/{created:013d}-{info.id}"
 
-    def _ensure_bucket(self) -> None:
-        client = self.objects.client
-        with storage_errors():
-            if not client.bucket_exists(self.bucket):
-                try:
-                    client.make_bucket(self.bucket)
-                except S3Error as exc:  # another process made it first
-                    if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                        raise
-
-    def _get(self, key: str) -> tuple[Optional[bytes], Optional[str]]:
-        try:
-            with storage_errors("usage"):
-                response = self.objects.client.get_object(self.bucket, key)
-                try:
-                    return response.read(), response.headers.get("ETag", "").strip('"')
-                finally:
-                    response.close()
-                    response.release_conn()
-        except UploadNotFound:
-            return None, None
-
-    def _put(self, key: str, data: bytes, etag: Optional[str]) -> Optional[str]:
-        return self.objects.put_in_bucket(self.bucket, key, data,
-                                          {"Content-Type": "application/json"},
-                                          if_match=etag, if_none_match=etag is None,
-                                          context="usage")
-
-    def _remove(self, key: str) -> None:
-        with storage_errors("usage"):
-            self.objects.client.remove_object(self.bucket, key)
-
-    def _names(self, prefix: str) -> list[str]:
-        with storage_errors("usage"):
-            return [o.object_name for o in self.objects.client.list_objects(
-                self.bucket, prefix=prefix, recursive=True)]
-
     # ----------------------------------------------------------------- the record
     def read(self, owner: str) -> tuple[Record, Optional[str]]:
         """The owner's record and its ETag (None: there is none yet)."""
@@ -171,7 +134,7 @@ class Usage:
         return self._read(owner)
 
     def _read(self, owner: str) -> tuple[Record, Optional[str]]:
-        data, etag = self._get(self.key(owner))
+        data, etag = self.system.get(self.key(owner))
         if data is None:
             return new_record(owner), None
         return json.loads(data), etag
@@ -196,7 +159,7 @@ class Usage:
             record, etag = self._read(owner)
             change(record)
             data = json.dumps(record, separators=(",", ":")).encode()
-            if self._put(self.key(owner), data, etag) is not None:
+            if self.system.put(self.key(owner), data, etag) is not None:
                 return record
             time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
         raise StorageUnavailable(f"the usage record of {owner!r} changes too often")
@@ -212,8 +175,7 @@ class Usage:
 
     def add_to_index(self, info: UploadInfo) -> None:
         """Before the upload is created (after its entry was reserved)."""
-        with storage_errors("usage"):
-            self.objects.client.put_object(self.bucket, self.marker(info), io.BytesIO(b""), 0)
+        self.system.put_empty(self.marker(info))
 
     def newest_first(self, owner: str) -> list[str]:
         """The owner's upload ids, newest first (a non-admin listing): one LIST per 1,000."""
@@ -221,7 +183,7 @@ class Usage:
         return [_marker_id(name) for name in self._markers(owner)]
 
     def _markers(self, owner: str) -> list[str]:
-        return self._names(f"{INDEX_PREFIX}{self.owner_key(owner)}/")
+        return self.system.names(f"{INDEX_PREFIX}{self.owner_key(owner)}/")
 
     def _prune_index(self, markers: list[str], infos: dict, now: float) -> None:
         """Remove the markers of uploads that are gone (not those of creations in progress)."""
@@ -229,7 +191,7 @@ class Usage:
             upload_id = _marker_id(name)
             if upload_id in infos and infos[upload_id] is None \
                     and _marker_created(name) < now - GRACE:
-                self._remove(name)
+                self.system.remove(name)
 
     def settle(self, info: UploadInfo) -> None:
         """The upload finished: a finished upload holding bytes is only summed from now on."""
@@ -258,9 +220,9 @@ class Usage:
                     settled["bytes"] = max(0, settled["bytes"] - holds(info))
                     settled["uploads"] = max(0, settled["uploads"] - 1)
             self.change(info.owner, apply)
-            self._remove(self.marker(info))
+            self.system.remove(self.marker(info))
         if info.concat == "final":
-            self.unlink_final(info)
+            self.finals.unlink(info)
 
     # ----------------------------------------------------------------- counting again
     def may_recount(self, owner: str) -> bool:
@@ -307,30 +269,29 @@ class Usage:
         with self._guard:
             if self._ready:
                 return
-            self._ensure_bucket()
-            if self._get(BUILT)[0] is None:
+            self.system.ensure()
+            if self.system.get(BUILT)[0] is None:
                 self._rebuild()
             self._ready = True
 
     def rebuild(self) -> int:
         """Count every owner's record and index (and the concatenation index) again from the
         infos of all stored uploads: the repair path (`cleanup`); the number of owners."""
-        self._ensure_bucket()
+        self.system.ensure()
         return self._rebuild()
 
     def _rebuild(self) -> int:
         now = time.time()
         by_owner: dict[str, dict[str, Optional[UploadInfo]]] = {}
-        linked = set(self._names(FINALS_PREFIX))
+        finals = []
         for info in self.all_infos():
             if info.owner is not None:
                 by_owner.setdefault(info.owner, {})[info.id] = info
-            if info.concat == "final":  # finals made before this index existed
-                for partial_id in info.partials:
-                    if f"{FINALS_PREFIX}{partial_id}/{info.id}" not in linked:
-                        self._put(f"{FINALS_PREFIX}{partial_id}/{info.id}", b"{}", None)
-        for name in self._names(USAGE_PREFIX):
-            data = self._get(name)[0] if name.endswith(".json") else None
+            if info.concat == "final":
+                finals.append(info)
+        self.finals.link_missing(finals)
+        for name in self.system.names(USAGE_PREFIX):
+            data = self.system.get(name)[0] if name.endswith(".json") else None
             if data is not None:  # an owner with no upload left, too
                 by_owner.setdefault(json.loads(data)["owner"], {})
         for owner, infos in by_owner.items():
@@ -341,73 +302,8 @@ class Usage:
             self._change(owner, lambda record, infos=infos: _recount(record, infos, now))
             self._prune_index(markers, {_marker_id(n): infos.get(_marker_id(n))
                                         for n in markers}, now)
-        self._put(BUILT, b"{}", None)
+        self.system.put(BUILT, b"{}", None)
         return len(by_owner)
-
-    # ----------------------------------------------------------------- concatenation
-    def link_final(self, final_id: str, partial_ids: list[str]) -> None:
-        """Before a final upload is created: its partials may not be deleted while it exists."""
-        self.ready()
-        for partial_id in partial_ids:
-            self._put(f"{FINALS_PREFIX}{partial_id}/{final_id}", b"{}", None)
-
-    def unlink_final(self, info: UploadInfo) -> None:
-        for partial_id in info.partials:
-            self._remove(f"{FINALS_PREFIX}{partial_id}/{info.id}")
-
-    def finals_of(self, partial_id: str, store) -> list[str]:
-        """The final uploads that read `partial_id` (`store.get` tells which exist: markers of
-        removed finals are dropped; a young marker without its final is a creation in
-        progress, and counts)."""
-        self.ready()
-        prefix = f"{FINALS_PREFIX}{partial_id}/"
-        with storage_errors("usage"):
-            markers = list(self.objects.client.list_objects(self.bucket, prefix=prefix))
-        finals = []
-        for marker in markers:
-            final_id = marker.object_name[len(prefix):]
-            try:
-                store.get(final_id)
-                finals.append(final_id)
-                continue
-            except UploadNotFound:
-                pass
-            if marker.last_modified and marker.last_modified.timestamp() < time.time() - GRACE:
-                self._remove(marker.object_name)
-            else:
-                finals.append(final_id)
-        return finals
-
-    def linked_partials(self) -> dict[str, list[str]]:
-        """Every partial that a final reads: {partial id: [final ids]} (the sweeper's list)."""
-        self.ready()
-        linked: dict[str, list[str]] = {}
-        for name in self._names(FINALS_PREFIX):
-            partial_id, _, final_id = name[len(FINALS_PREFIX):].partition("/")
-            linked.setdefault(partial_id, []).append(final_id)
-        return linked
-
-    def expire_orphan_finals(self, store) -> list[str]:
-        """Remove the final uploads whose partials are gone (a final reads its partials'
-        chunks: without them it can never be read again); the ids removed."""
-        removed = []
-        for partial_id, final_ids in self.linked_partials().items():
-            try:
-                store.get(partial_id)
-                continue
-            except UploadNotFound:
-                pass
-            for final_id in final_ids:
-                try:
-                    store.terminate(final_id)  # forgets its markers (`forget`)
-                    removed.append(final_id)
-                    log.info("swept upload_id=%s (its partial %s is gone)", final_id, partial_id)
-                except UploadNotFound:
-                    info = UploadInfo(id=final_id, length=0, partials=[partial_id])
-                    self.unlink_final(info)
-                except UploadLocked:
-                    continue
-        return removed
 
 
 def _recount(record: Record, infos: dict[str, Optional[UploadInfo]], now: float) -> None:
