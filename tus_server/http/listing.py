@@ -76,8 +76,8 @@ def list_uploads():
     The first page and the `next` links (`?after=<cursor>`) cost one info read per listed
     upload and, in the prefix layout, a listing only as long as the page, whatever the number
     stored; `?page=N` still works but counts every upload (`total`). A caller restricted to
-    their own uploads reads their usage record (storage/usage.py: the index of their uploads)
-    and one info per listed upload, whatever other owners store.
+    their own uploads lists their index (storage/usage.py: one marker object per upload, one
+    LIST per 1,000) and reads one info per listed upload, whatever other owners store.
     """
     per_page = min(max(parse_uint("per_page", request.args.get("per_page", "50")) or 50, 1), 500)
     after = request.args.get("after")
