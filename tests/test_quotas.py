@@ -22,6 +22,7 @@ from .helpers import MIB, OCTET, TUS, chunk_objects
 from .minio_process import ROOT
 from .test_auth import SECRET, bearer, create_as, finish
 from .test_faults import _slow_body, _stored_offset, _wait_until
+from .test_hooks import hook_server, receiver  # noqa: F401  (fixtures)
 from .test_ietf import DRAFT, PARTIAL
 
 KIB = 1024
@@ -320,3 +321,25 @@ def test_finished_files_count_until_deleted(quota_server):
     assert requests.delete(url, headers={**TUS, **bearer("alice")}).status_code == 204
     assert requests.post(quota_server.files_url(), headers={
         **TUS, "Upload-Length": str(QUOTA), **bearer("alice")}).status_code == 201
+
+
+def test_a_refused_creation_calls_no_hook_and_a_chosen_id_keeps_its_place(hook_server, receiver):
+    import secrets
+
+    server = hook_server(receiver.url, auth="jwt", jwt_secret=SECRET, max_uploads_per_owner=1)
+    chosen = "tus-" + secrets.token_hex(16)
+    receiver.answers["pre-create"] = {"ChangeFileInfo": {"ID": chosen}}
+    created = requests.post(server.files_url(), headers={
+        **TUS, "Upload-Length": "5", **bearer("alice")})
+    assert created.headers["Location"].endswith(chosen)
+    refused_creation = requests.post(server.files_url(), headers={
+        **TUS, "Upload-Length": "5", **bearer("alice")})
+    assert refused_creation.status_code == 429
+    assert len(receiver.of("pre-create")) == 1
+    listed = requests.get(server.files_url(), headers=bearer("alice")).json()
+    assert [u["id"] for u in listed["uploads"]] == [chosen] and listed["total"] == 1
+    assert requests.delete(created.headers["Location"],
+                           headers={**TUS, **bearer("alice")}).status_code == 204
+    receiver.answers["pre-create"] = {}
+    assert requests.post(server.files_url(), headers={
+        **TUS, "Upload-Length": "5", **bearer("alice")}).status_code == 201

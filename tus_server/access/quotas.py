@@ -71,6 +71,12 @@ def reserve_new_upload(usage: Optional[Usage], store: Store, settings: Settings,
     usage.add_to_index(info)
 
 
+def rename(usage: Optional[Usage], old: UploadInfo, new: UploadInfo) -> None:
+    """The pre-create hook chose another id: the reservation moves to it."""
+    if usage is not None and new.owner is not None:
+        usage.rename(old, new)
+
+
 def release(usage: Optional[Usage], info: UploadInfo) -> None:
     """A creation that was reserved failed before the upload existed."""
     if usage is not None and info.owner is not None:

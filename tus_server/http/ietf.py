@@ -33,13 +33,12 @@ from werkzeug.http import parse_options_header
 
 from .. import errors
 from ..access import auth
-from ..events import hooks
 from ..storage.store import ChecksumMismatch, OffsetMismatch, UploadInfo, new_upload_id
 from . import finish
 from .checksums import ChecksumVerifier
 from .context import load_upload, upload_url
 from .headers import metadata_text, parse_metadata, repr_digest, safe_filename
-from .tus import _check_file_rules, _content_length, _has_body, create_reserved
+from .tus import _check_file_rules, _content_length, _has_body, create_upload
 from .tus import delete as terminate
 from .tus import write_body_result
 
@@ -205,10 +204,7 @@ def create() -> Response:
         created=now, updated=now,
         expires=now + settings.expiration if settings.expiration else None,
         protocol="ietf-draft", owner=owner)
-    info = hooks.pre_create(info)
-    if info.length == 0:  # finished at creation
-        finish.ask(info)
-    info = finish.created(create_reserved(info))
+    info = finish.created(create_upload(info))
     fully_received = True
     if _has_body():
         info, fully_received = _write(info, 0, verifier)

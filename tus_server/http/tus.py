@@ -192,10 +192,7 @@ def create():
     if concat == "final":
         info.offset = length
         info.completed = True
-    info = hooks.pre_create(info)
-    if info.length == 0 or info.completed:  # an empty upload or a final is finished at once
-        finish.ask(info)
-    info = create_reserved(info)
+    info = create_upload(info)
     if concat == "final" and length:
         store.schedule_digest(info.id)
 
@@ -211,12 +208,20 @@ def create():
     return response
 
 
-def create_reserved(info: UploadInfo) -> UploadInfo:
-    """Create the upload after its place and bytes were reserved in its owner's record (429 or
-    413 when they do not fit); a final's partials first learn that it reads them."""
+def create_upload(info: UploadInfo) -> UploadInfo:
+    """Both protocols' creation: the owner's quota first (429 or 413, before any hook), then
+    pre-create (which may change the id), pre-finish for an upload finished at once (empty, or
+    a final), the concatenation index, the store, post-create. A refusal gives the reservation
+    back."""
     usage, store = current_usage(), current_store()
     quotas.reserve_new_upload(usage, store, current_settings(), info)
     try:
+        chosen = hooks.pre_create(info)
+        if chosen.id != info.id:
+            quotas.rename(usage, info, chosen)
+        info = chosen
+        if info.length == 0 or info.completed:
+            finish.ask(info)
         if info.concat == "final" and usage is not None:
             usage.finals.link(info.id, info.partials)
         info = store.create(info)

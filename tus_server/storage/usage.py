@@ -177,6 +177,14 @@ class Usage:
         """Before the upload is created (after its entry was reserved)."""
         self.system.put_empty(self.marker(info))
 
+    def rename(self, old: UploadInfo, new: UploadInfo) -> None:
+        """Move a reservation to the id a pre-create hook chose (one change: never absent)."""
+        def apply(record: Record) -> None:
+            record["open"][new.id] = record["open"].pop(old.id, None) or entry_for(new)
+        self.change(new.owner, apply)
+        self.add_to_index(new)
+        self.system.remove(self.marker(old))
+
     def newest_first(self, owner: str) -> list[str]:
         """The owner's upload ids, newest first (a non-admin listing): one LIST per 1,000."""
         self.ready()
