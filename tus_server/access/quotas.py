@@ -1,7 +1,7 @@
 """Per-owner limits: how many uploads at once, how many bytes stored and reserved.
 
 Counted in the owner's usage record (storage/usage.py), not by reading every stored upload's
-info: a creation reads and writes one small object. Each change is a conditional write, so the
+info: a creation reads and writes that one object. Each change is a conditional write, so the
 limits hold under parallel requests in any number of processes and instances.
 
 What counts:
@@ -49,8 +49,9 @@ def _change_or_recount(usage: Usage, store: Store, owner: str, apply) -> Record:
 
 def reserve_new_upload(usage: Optional[Usage], store: Store, settings: Settings,
                        info: UploadInfo) -> None:
-    """Before `info` is created: its place and its bytes in the owner's record (or 429/413).
-    The record is also the owner's listing index, so it is kept with no limit set, too."""
+    """Before `info` is created: its place and its bytes in the owner's record (or 429/413),
+    and its marker in the owner's index. Both are kept with no limit set, too: the index
+    serves the listing, and a limit set later counts right."""
     if usage is None or info.owner is None:
         return
     owner, entry = info.owner, entry_for(info)
