@@ -1,7 +1,7 @@
 """Per-owner quotas under attack (issue 17, items 1, 4, 5): bytes received count whatever the
 length state, in tus and the IETF draft, under parallel requests; finals and empty uploads take
-places; a partial a final reads stays; quota checks and listings read the owner's usage record,
-not every stored upload's info.
+places; a partial a final reads stays; quota checks and listings read the owner's usage record and
+index, not every stored upload's info.
 
 Real JWTs, real HTTP, real MinIO; bytes are counted in the chunk objects MinIO holds.
 """
