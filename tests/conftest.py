@@ -59,12 +59,18 @@ def store(settings) -> MinioStore:
 
 
 def _remove_everything(store: MinioStore) -> None:
+    from minio.deleteobjects import DeleteObject
+
     client = store.client
     for bucket in client.list_buckets():
+        if bucket.name.startswith("tusminio"):  # system buckets: the usage records go too
+            names = [o.object_name for prefix in ("usage/", "index/", "finals/")
+                     for o in client.list_objects(bucket.name, prefix=prefix, recursive=True)]
+            if names:
+                list(client.remove_objects(bucket.name, [DeleteObject(n) for n in names]))
+            continue
         if not bucket.name.startswith("tus-"):
             continue
-        from minio.deleteobjects import DeleteObject
-
         names = [o.object_name for o in client.list_objects(bucket.name, recursive=True)]
         if names:
             list(client.remove_objects(bucket.name, [DeleteObject(n) for n in names]))

@@ -39,6 +39,7 @@ from .storage.store import (
     UploadNotFound,
     UploadTakenOver,
 )
+from .storage.usage import Usage
 
 WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 log = logging.getLogger("tus_server")
@@ -161,11 +162,13 @@ def _store_error(error: StoreError) -> errors.TusError:
 
 
 class Sweeper:
-    """Removes expired uploads every `interval` seconds in a daemon thread until stopped."""
+    """Removes expired uploads every `interval` seconds in a daemon thread until stopped (and
+    final uploads whose partials are gone)."""
 
-    def __init__(self, store: Store, interval: int):
+    def __init__(self, store: Store, interval: int, usage: Optional[Usage] = None):
         self.store = store
         self.interval = interval
+        self.usage = usage
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="tus-sweeper", daemon=True)
 
@@ -181,10 +184,25 @@ class Sweeper:
         while not self._stop.wait(self.interval):
             try:
                 removed = self.store.expire(time.time())
+                if self.usage is not None:
+                    removed += self.usage.finals.expire_orphans(self.store)
                 if removed:
                     log.info("sweeper removed %d expired uploads", len(removed))
             except Exception:
                 log.warning("sweep failed", exc_info=True)
+
+
+def attach_usage(settings: Settings, store) -> Optional[Usage]:
+    """The per-owner usage records for a MinIO store, told of every upload it removes."""
+    if not hasattr(store, "objects") or not hasattr(store, "on_terminated"):
+        return None
+    for listener in store.on_terminated:  # a store shared by several apps (tests)
+        known = getattr(listener, "__self__", None)
+        if isinstance(known, Usage) and known.bucket == settings.system_bucket:
+            return known
+    usage = Usage(settings, store.objects, store.list)
+    store.on_terminated.append(usage.forget)
+    return usage
 
 
 def _download_served(environ, status: int, sent: int, seconds: float) -> None:
@@ -203,6 +221,9 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
     app.config["TUS_SETTINGS"] = settings
     # The protocol sees the store through its timing (tusminio_store_seconds{verb}).
     app.config["TUS_STORE"] = metrics.TimedStore(store)
+    usage = attach_usage(settings, store)
+    if usage is not None:
+        app.extensions["tus_usage"] = usage
     app.extensions["tus_hooks"] = hooks.Hooks(settings, app.config["TUS_STORE"]).start()
     app.after_request(hooks.merge_answer)
     if settings.metrics:
@@ -335,5 +356,5 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
         })
 
     if settings.cleanup_interval:
-        app.extensions["tus_sweeper"] = Sweeper(store, settings.cleanup_interval).start()
+        app.extensions["tus_sweeper"] = Sweeper(store, settings.cleanup_interval, usage).start()
     return app
