@@ -8,6 +8,9 @@ MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 # The reference tus server `make bench` measures next to ours (its S3 store, same MinIO).
 TUSD_MODULE   := github.com/tus/tusd/v2/cmd/tusd
 TUSD_VERSION  := v2.9.1
+# The second S3 server the storage tests run against (tests/seaweed_process.py).
+SEAWEEDFS_MODULE  := github.com/seaweedfs/seaweedfs
+SEAWEEDFS_VERSION := v0.0.0-20261109003541-7506e5f91cd6
 
 PYTHON ?= python3
 VENV   := .venv
@@ -30,7 +33,7 @@ export MINIO_BIN
 
 .PHONY: setup run minio test chromium bench dist clean
 
-setup: $(VENV)/.installed $(MINIO_BIN) node_modules/.installed
+setup: $(VENV)/.installed $(MINIO_BIN) $(TOOLS)/weed node_modules/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +45,21 @@ $(TOOLS)/minio:
 	@echo "building MinIO $(MINIO_VERSION) from source (a few minutes, once)"
 	mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) GOFLAGS=-trimpath go install $(MINIO_MODULE)@$(MINIO_VERSION)
+
+# SeaweedFS's `weed` for the storage tests. `go install` refuses this module (its go.mod has
+# replace directives), so it is built inside a writable copy of the downloaded module.
+# About 10 minutes cold, once; a `weed` put into .tools/bin by hand is used as is.
+$(TOOLS)/weed:
+	@echo "building SeaweedFS $(SEAWEEDFS_VERSION) from source (about 10 minutes, once)"
+	mkdir -p $(TOOLS)
+	set -e; \
+	dir=$$(go mod download -json $(SEAWEEDFS_MODULE)@$(SEAWEEDFS_VERSION) \
+	       | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'); \
+	test -n "$$dir"; \
+	work=$$(mktemp -d); trap 'chmod -R u+w "$$work"; rm -rf "$$work"' EXIT; \
+	cp -R "$$dir/." "$$work"; chmod -R u+w "$$work"; \
+	cd "$$work" && GOFLAGS="-trimpath -buildvcs=false" go build -o $@.tmp ./weed; \
+	mv $@.tmp $@
 
 # tusd for `make bench`, built once like MinIO (a `tusd` symlinked into .tools/bin is used as is).
 $(TOOLS)/tusd:

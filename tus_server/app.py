@@ -25,6 +25,8 @@ from .http.tus import EXTENSIONS
 from .http.tus import bp as tus_bp
 from .ops import logs, metrics
 from .storage.minio_backend import MinioStore
+from .storage.objects import Objects
+from .storage.probe import StorageGuard
 from .storage.store import (
     ChecksumMismatch,
     LengthExceeded,
@@ -216,6 +218,8 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
     auth.check_mode(settings)  # before anything else: an unprotected server must not start
     store = store or MinioStore(settings)
     logs.configure(settings.log_format)
+    # Refuses to start (StorageRefused, one line) on an S3 server that ignores preconditions.
+    guard = StorageGuard(settings, getattr(store, "objects", None) or Objects(settings))
 
     app = Flask(__name__, static_folder=None)
     app.config["TUS_SETTINGS"] = settings
@@ -252,6 +256,12 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
                 f"Transfer-Encoding {coding[:40]!r} is not supported; only chunked is")
 
     auth.install(app, settings)
+
+    @app.before_request
+    def storage_probed():
+        # After auth (a stranger learns nothing about storage); a preflight needs no storage.
+        if request.path.startswith("/files") and request.method != "OPTIONS":
+            guard.require()
 
     @app.errorhandler(StoreError)
     def store_error(error: StoreError):
@@ -332,10 +342,18 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
     @app.get("/healthz")
     def healthz():
         # MinIO's address stays in the log: the endpoint is public, the storage network is not.
-        if store.healthy():
-            return jsonify({"status": "ok"})
-        log.warning("healthz: MinIO at %s does not answer", settings.minio_endpoint)
-        response = jsonify({"status": "storage unavailable"})
+        healthy = store.healthy()
+        if healthy:
+            try:
+                guard.require()  # probes now if S3 did not answer before
+            except StorageUnavailable:
+                healthy = False
+        if healthy:
+            return jsonify({"status": "ok", **guard.detail()})
+        if not guard.refused:
+            log.warning("healthz: MinIO at %s does not answer", settings.minio_endpoint)
+        status = "storage refused" if guard.refused else "storage unavailable"
+        response = jsonify({"status": status, **guard.detail()})
         response.status_code = 503
         response.headers["Retry-After"] = str(settings.retry_after)
         return response

@@ -95,6 +95,10 @@ class Objects:
             region=settings.minio_region,
             http_client=self.http,
         )
+        if client is None and settings.minio_addressing_style == "path":
+            self.client.disable_virtual_style_endpoint()
+        elif client is None and settings.minio_addressing_style == "virtual":
+            self.client.enable_virtual_style_endpoint()
 
     def location(self, upload_id: str) -> tuple[str, str]:
         return location(self.settings, upload_id)
