@@ -1,6 +1,7 @@
-"""The conditional-write probe (tus_server/storage/probe.py): MinIO passes it; the same MinIO
-behind a proxy that drops If-Match and If-None-Match (an S3 server that ignores them) fails it,
-and the server refuses to start, unless TUS_UNSAFE_S3=1 says otherwise, loudly."""
+"""The conditional-write probe (tus_server/storage/probe.py): MinIO and SeaweedFS pass it; the
+same MinIO behind a proxy that drops If-Match and If-None-Match (an S3 server that ignores them)
+fails it, and the server refuses to start, unless TUS_UNSAFE_S3=1 says otherwise, loudly.
+SeaweedFS with a bucket per upload is refused too (it runs out of volumes)."""
 from __future__ import annotations
 
 import subprocess
@@ -142,3 +143,20 @@ def test_an_s3_that_answers_only_later_is_probed_before_the_first_upload(minio, 
         proxy.close()
     assert any(record.levelname == "ERROR" and f"S3 at 127.0.0.1:{port} {REFUSAL}"
                in record.getMessage() for record in caplog.records)
+
+
+def test_seaweedfs_keeps_every_promise_but_gets_no_bucket_per_upload(seaweedfs):
+    settings = _settings(seaweedfs.endpoint, layout="prefix")
+    result = run_probe(Objects(settings), settings.system_bucket)
+    assert result.missing is None
+    assert result.server.startswith("SeaweedFS")
+
+    with pytest.raises(StorageRefused) as refused:
+        create_app(settings.with_overrides(layout="bucket"))
+    assert str(refused.value) == (
+        f"TUS_LAYOUT=bucket needs a bucket per upload, which S3 at {seaweedfs.endpoint} "
+        "(SeaweedFS) cannot sustain: every bucket takes volumes of its own and PUTs fail with "
+        "'No writable volumes' after a few uploads; set TUS_LAYOUT=prefix")
+
+    health = create_app(settings).test_client().get("/healthz")
+    assert health.get_json() == {"status": "ok", "conditional_writes": "enforced"}
