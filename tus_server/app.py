@@ -26,7 +26,7 @@ from .http.tus import bp as tus_bp
 from .ops import logs, metrics
 from .storage.minio_backend import MinioStore
 from .storage.objects import Objects
-from .storage.probe import StorageGuard
+from .storage.probe import GuardedStore, StorageGuard
 from .storage.store import (
     ChecksumMismatch,
     LengthExceeded,
@@ -223,8 +223,9 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
 
     app = Flask(__name__, static_folder=None)
     app.config["TUS_SETTINGS"] = settings
-    # The protocol sees the store through its timing (tusminio_store_seconds{verb}).
-    app.config["TUS_STORE"] = metrics.TimedStore(store)
+    # The protocol sees the store through its timing (tusminio_store_seconds{verb}), behind
+    # the probe (a 503 until an S3 that did not answer at start has passed it).
+    app.config["TUS_STORE"] = metrics.TimedStore(GuardedStore(store, guard))
     usage = attach_usage(settings, store)
     if usage is not None:
         app.extensions["tus_usage"] = usage
@@ -256,12 +257,6 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
                 f"Transfer-Encoding {coding[:40]!r} is not supported; only chunked is")
 
     auth.install(app, settings)
-
-    @app.before_request
-    def storage_probed():
-        # After auth (a stranger learns nothing about storage); a preflight needs no storage.
-        if request.path.startswith("/files") and request.method != "OPTIONS":
-            guard.require()
 
     @app.errorhandler(StoreError)
     def store_error(error: StoreError):

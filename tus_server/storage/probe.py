@@ -16,7 +16,8 @@ whatever TUS_UNSAFE_S3 says.
 
 The answer is kept per process and endpoint: every app one process makes (the tests make
 hundreds) shares one probe. An S3 server that does not answer at start is probed again before
-the first request that needs it, which is answered 503 until the probe has passed.
+the first request that needs it (`GuardedStore`), which is answered 503 until the probe has
+passed.
 """
 from __future__ import annotations
 
@@ -176,6 +177,15 @@ def refusal(settings: Settings, result: ProbeResult) -> Optional[str]:
     return None
 
 
+def refusal_at_start(settings: Settings) -> Optional[str]:
+    """For a command about to start the server (`tus-minio serve`): the one line why it must
+    not (None: it may, or S3 does not answer yet and the server will probe it later)."""
+    try:
+        return refusal(settings, probe(settings, Objects(settings)))
+    except StorageUnavailable:
+        return None
+
+
 class StorageGuard:
     """The probe's verdict for one app: checked at start, again later if S3 did not answer."""
 
@@ -203,8 +213,8 @@ class StorageGuard:
         self.result, self.refused = result, refused
 
     def require(self) -> None:
-        """Before a request that touches uploads: StorageUnavailable (a 503) until S3 has been
-        probed and passed."""
+        """Before a store verb: StorageUnavailable (a 503) until S3 has been probed and
+        passed."""
         if self.result is None:
             self._check()  # StorageUnavailable while S3 still does not answer
             if self.refused:
@@ -224,3 +234,22 @@ class StorageGuard:
         if self.settings.unsafe_s3:
             detail["warning"] = UNSAFE_WARNING
         return detail
+
+
+class GuardedStore:
+    """The store as requests see it: each verb first asks the guard (a 503 until S3 has been
+    probed and passed), so a request that never reaches storage (a malformed id is a 404)
+    never waits for it. Other attributes pass through."""
+
+    VERBS = frozenset(("create", "get", "locked", "write", "declare_length", "terminate",
+                       "open", "list_ids", "list_page", "list", "expire", "schedule_digest",
+                       "read_object"))
+
+    def __init__(self, store, guard: StorageGuard):
+        self._store = store
+        self._guard = guard
+
+    def __getattr__(self, name):
+        if name in self.VERBS:
+            self._guard.require()
+        return getattr(self._store, name)
