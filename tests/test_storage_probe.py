@@ -20,7 +20,10 @@ from .header_proxy import HeaderStrippingProxy
 from .helpers import TUS
 from .minio_process import ACCESS_KEY, ROOT, SECRET_KEY, free_port
 
-REFUSAL = "does not enforce If-None-Match: * on PUT"
+REFUSAL = "fails the conditional-write check: If-None-Match: * on PUT is not enforced"
+REASON = ("(a second create of one object succeeded, not 412); fencing of stalled writers needs "
+          "If-Match and If-None-Match: * on PUT (docs/storage.md, Storage servers), or set "
+          "TUS_UNSAFE_S3=1 for a single-process test setup")
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +64,7 @@ def test_an_s3_that_ignores_preconditions_fails_the_probe(ignoring_s3):
     settings = _settings(ignoring_s3.endpoint)
     dropped = ignoring_s3.dropped
     result = run_probe(Objects(settings), settings.system_bucket)
-    assert result.missing and result.missing.startswith("If-None-Match: * on PUT")
+    assert result.missing and result.missing.startswith("If-None-Match: * on PUT is not")
     assert ignoring_s3.dropped > dropped
 
 
@@ -81,10 +84,7 @@ def test_gunicorn_exits_with_the_line_instead_of_serving(ignoring_s3):
         cwd=ROOT, env=_env(ignoring_s3.endpoint), capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     ours = [line for line in result.stderr.splitlines() if line.startswith("tus-minio:")]
-    assert ours == [f"tus-minio: S3 at {ignoring_s3.endpoint} {REFUSAL} "
-                    f"(a second create of one object succeeded, not 412), which fencing of "
-                    "stalled writers needs; use an S3 server that does (see README, Storage "
-                    "servers), or set TUS_UNSAFE_S3=1 for a single-process test setup"]
+    assert ours == [f"tus-minio: S3 at {ignoring_s3.endpoint} {REFUSAL} {REASON}"]
     assert "App failed to load" in result.stderr
 
 
@@ -93,11 +93,7 @@ def test_serve_command_exits_with_the_line_before_gunicorn_starts(ignoring_s3):
                             cwd=ROOT, env=_env(ignoring_s3.endpoint), capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 2
-    assert result.stderr.splitlines() == [
-        f"error: S3 at {ignoring_s3.endpoint} {REFUSAL} (a second create of one object "
-        "succeeded, not 412), which fencing of stalled writers needs; use an S3 server that "
-        "does (see README, Storage servers), or set TUS_UNSAFE_S3=1 for a single-process test "
-        "setup"]
+    assert result.stderr.splitlines() == [f"error: S3 at {ignoring_s3.endpoint} {REFUSAL} {REASON}"]
 
 
 def test_unsafe_override_starts_and_says_so_in_log_and_healthz(ignoring_s3, tmp_path):
@@ -113,7 +109,7 @@ def test_unsafe_override_starts_and_says_so_in_log_and_healthz(ignoring_s3, tmp_
         server.kill()
     log = server.log_path.read_text()
     assert "WARNING tus_server.probe TUS_UNSAFE_S3=1:" in log
-    assert f"S3 at {ignoring_s3.endpoint} does not enforce If-None-Match: * on PUT" in log
+    assert f"S3 at {ignoring_s3.endpoint} {REFUSAL}" in log
     assert "running anyway (TUS_UNSAFE_S3=1)" in log
 
 

@@ -48,7 +48,7 @@ class StorageRefused(ConfigError):
 
 @dataclass(frozen=True)
 class ProbeResult:
-    # The broken guarantee in words (None: all held), and the S3 server's `Server` header.
+    # What failed, in words (None: every guarantee held), and the S3 server's `Server` header.
     missing: Optional[str]
     server: str
 
@@ -89,25 +89,25 @@ def _guarantees(objects: Objects, bucket: str, key: str) -> tuple[Optional[str],
     """Try each promise on `key` (and `key`-race); the first one broken, and `Server`."""
     first = _put(objects, bucket, key, b"first", if_none_match=True)
     if first is None:
-        return "PUT with If-None-Match: * on a new object (it was refused)", ""
+        return "a PUT with If-None-Match: * of a new object was refused", ""
     if _put(objects, bucket, key, b"second", if_none_match=True) is not None:
-        return "If-None-Match: * on PUT (a second create of one object succeeded, not 412)", ""
+        return "If-None-Match: * on PUT is not enforced (a second create of one object succeeded, not 412)", ""
     if _put(objects, bucket, key, b"third", if_match="0" * 32) is not None:
-        return "If-Match on PUT (a write with a wrong ETag succeeded, not 412)", ""
+        return "If-Match on PUT is not enforced (a write with a wrong ETag succeeded, not 412)", ""
     if _put(objects, bucket, key, b"fourth", if_match=first) is None:
-        return "If-Match on PUT (a write with the current ETag was refused)", ""
+        return "a PUT with If-Match on the current ETag was refused", ""
     with storage_errors():
         stat = objects.client.stat_object(bucket, key)
         if stat.etag.strip('"') == first:
-            return "If-Match on PUT (a write with the current ETag was not stored)", ""
+            return "a PUT with If-Match on the current ETag was not stored", ""
         server = stat.metadata.get("Server", "")
 
     winners, failures = _race(objects, bucket, key + "-race")
     if failures:
         raise failures[0]
     if len(winners) != 1:
-        return (f"If-None-Match: * under concurrent PUTs ({len(winners)} of {RACERS} "
-                "simultaneous creates of one object succeeded, not exactly 1)"), server
+        return (f"If-None-Match: * is not enforced under concurrent PUTs ({len(winners)} of "
+                f"{RACERS} simultaneous creates of one object succeeded, not exactly 1)"), server
     with storage_errors():
         response = objects.client.get_object(bucket, key + "-race")
         try:
@@ -116,34 +116,43 @@ def _guarantees(objects: Objects, bucket: str, key: str) -> tuple[Optional[str],
             response.close()
             response.release_conn()
     if stored != b"racer %d" % winners[0]:
-        return ("If-None-Match: * under concurrent PUTs (the object holds a loser's bytes, "
-                "not the winner's)"), server
+        return ("If-None-Match: * is not enforced under concurrent PUTs (the object holds a "
+                "loser's bytes, not the winner's)"), server
     return None, server
 
 
-def _ensure_bucket(objects: Objects, bucket: str) -> None:
+def _ensure_bucket(objects: Objects, bucket: str) -> Optional[str]:
+    """Make sure `bucket` is there: None, or why it cannot be used (S3's error code)."""
     with storage_errors():
-        if objects.client.bucket_exists(bucket):
-            return
         try:
+            if objects.client.bucket_exists(bucket):
+                return None
             objects.client.make_bucket(bucket)
-        except S3Error as exc:  # another process made it first
-            if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                raise
+        except S3Error as exc:
+            # Another process may have made it first; on AWS the name may be someone else's.
+            if exc.code in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists") \
+                    and objects.client.bucket_exists(bucket):
+                return None
+            return exc.code
+    return None
 
 
 def run_probe(objects: Objects, bucket: str) -> ProbeResult:
     """Probe once (no cache). StorageUnavailable when the S3 server does not answer at all."""
-    _ensure_bucket(objects, bucket)
+    denied = _ensure_bucket(objects, bucket)
+    if denied:
+        return ProbeResult(f"TUS_SYSTEM_BUCKET {bucket!r}, where the check runs, cannot be "
+                           f"used ({denied})", "")
     key = f"{PREFIX}{secrets.token_hex(8)}"
     try:
         missing, server = _guarantees(objects, bucket, key)
-    except StorageUnavailable:
-        # An error status instead of 412 (a 400 or 501 for the header) is a missing guarantee
-        # too; only a server that stopped answering leaves the question open.
+    except StorageUnavailable as exc:
+        # An error status instead of 412 (a 400 or 501 for the header, a 403 for a user who may
+        # not write there) leaves the guarantee unproven; only a server that stopped answering
+        # leaves the question open.
         with storage_errors():
             objects.client.bucket_exists(bucket)
-        missing, server = "conditional PUTs (If-Match / If-None-Match: * answered an error)", ""
+        missing, server = f"conditional PUTs in {bucket!r} answered an error ({exc})", ""
     finally:
         for name in (key, key + "-race"):
             try:
@@ -167,9 +176,9 @@ def refusal(settings: Settings, result: ProbeResult) -> Optional[str]:
     """The one line why the server must not run on this S3 server (None: it may)."""
     where = f"S3 at {settings.minio_endpoint}"
     if result.missing and not settings.unsafe_s3:
-        return (f"{where} does not enforce {result.missing}, which fencing of stalled writers "
-                "needs; use an S3 server that does (see README, Storage servers), or set "
-                "TUS_UNSAFE_S3=1 for a single-process test setup")
+        return (f"{where} fails the conditional-write check: {result.missing}; fencing of "
+                "stalled writers needs If-Match and If-None-Match: * on PUT (docs/storage.md, "
+                "Storage servers), or set TUS_UNSAFE_S3=1 for a single-process test setup")
     if settings.layout == "bucket" and result.server.startswith("SeaweedFS"):
         return (f"TUS_LAYOUT=bucket needs a bucket per upload, which {where} (SeaweedFS) "
                 "cannot sustain: every bucket takes volumes of its own and PUTs fail with "
@@ -208,7 +217,8 @@ class StorageGuard:
         result = probe(self.settings, self.objects)
         refused = refusal(self.settings, result)
         if result.missing and not refused:
-            log.warning("S3 at %s does not enforce %s; running anyway (TUS_UNSAFE_S3=1)",
+            log.warning("S3 at %s fails the conditional-write check: %s; running anyway "
+                        "(TUS_UNSAFE_S3=1)",
                         self.settings.minio_endpoint, result.missing)
         self.result, self.refused = result, refused
 
