@@ -9,6 +9,8 @@ import sys
 
 import pytest
 import requests
+from minio.credentials import StaticProvider
+from minio.minioadmin import MinioAdmin
 
 from tus_server.app import create_app
 from tus_server.config import Settings
@@ -93,7 +95,8 @@ def test_serve_command_exits_with_the_line_before_gunicorn_starts(ignoring_s3):
                             cwd=ROOT, env=_env(ignoring_s3.endpoint), capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 2
-    assert result.stderr.splitlines() == [f"error: S3 at {ignoring_s3.endpoint} {REFUSAL} {REASON}"]
+    assert result.stderr.splitlines() == [
+        f"error: S3 at {ignoring_s3.endpoint} {REFUSAL} {REASON}"]
 
 
 def test_unsafe_override_starts_and_says_so_in_log_and_healthz(ignoring_s3, tmp_path):
@@ -157,3 +160,21 @@ def test_seaweedfs_keeps_every_promise_but_gets_no_bucket_per_upload(seaweedfs):
 
     health = create_app(settings).test_client().get("/healthz")
     assert health.get_json() == {"status": "ok", "conditional_writes": "enforced"}
+
+
+def test_a_user_who_may_not_use_the_system_bucket_is_refused_naming_it(minio):
+    """A policy that covers only `tus-*` (docs/deployment.md before the check existed)."""
+    admin = MinioAdmin(endpoint=minio.endpoint, secure=False,
+                       credentials=StaticProvider(ACCESS_KEY, SECRET_KEY))
+    admin.policy_add("tus-only", policy={"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": ["s3:*"],
+        "Resource": ["arn:aws:s3:::tus-*", "arn:aws:s3:::tus-*/*"]}]})
+    admin.user_add("tus-scoped", "tus-scoped-secret")
+    admin.attach_policy(["tus-only"], user="tus-scoped")
+    settings = _settings(minio.endpoint, system_bucket="tusminio-probe-scoped").with_overrides(
+        minio_access_key="tus-scoped", minio_secret_key="tus-scoped-secret")
+    with pytest.raises(StorageRefused) as refused:
+        create_app(settings)
+    assert str(refused.value).startswith(
+        f"S3 at {minio.endpoint} fails the conditional-write check: TUS_SYSTEM_BUCKET "
+        "'tusminio-probe-scoped', where the check runs, cannot be used (AccessDenied); ")
