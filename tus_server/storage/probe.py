@@ -22,6 +22,7 @@ passed.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import threading
 from dataclasses import dataclass
@@ -30,8 +31,8 @@ from typing import Optional
 from minio.error import S3Error
 
 from ..config import ConfigError, Settings
-from .store import StorageUnavailable
 from .objects import Objects, storage_errors
+from .store import StorageUnavailable
 
 log = logging.getLogger("tus_server.probe")
 
@@ -91,9 +92,11 @@ def _guarantees(objects: Objects, bucket: str, key: str) -> tuple[Optional[str],
     if first is None:
         return "a PUT with If-None-Match: * of a new object was refused", ""
     if _put(objects, bucket, key, b"second", if_none_match=True) is not None:
-        return "If-None-Match: * on PUT is not enforced (a second create of one object succeeded, not 412)", ""
+        return ("If-None-Match: * on PUT is not enforced (a second create of one object "
+                "succeeded, not 412)"), ""
     if _put(objects, bucket, key, b"third", if_match="0" * 32) is not None:
-        return "If-Match on PUT is not enforced (a write with a wrong ETag succeeded, not 412)", ""
+        return ("If-Match on PUT is not enforced (a write with a wrong ETag succeeded, "
+                "not 412)"), ""
     if _put(objects, bucket, key, b"fourth", if_match=first) is None:
         return "a PUT with If-Match on the current ETag was refused", ""
     with storage_errors():
@@ -149,7 +152,9 @@ def run_probe(objects: Objects, bucket: str) -> ProbeResult:
     except StorageUnavailable as exc:
         # An error status instead of 412 (a 400 or 501 for the header, a 403 for a user who may
         # not write there) leaves the guarantee unproven; only a server that stopped answering
-        # leaves the question open.
+        # or answers 5xx (busy, starting) leaves the question open, for a later probe.
+        if re.search(r"answered 5\d\d", str(exc)):
+            raise
         with storage_errors():
             objects.client.bucket_exists(bucket)
         missing, server = f"conditional PUTs in {bucket!r} answered an error ({exc})", ""
@@ -218,8 +223,7 @@ class StorageGuard:
         refused = refusal(self.settings, result)
         if result.missing and not refused:
             log.warning("S3 at %s fails the conditional-write check: %s; running anyway "
-                        "(TUS_UNSAFE_S3=1)",
-                        self.settings.minio_endpoint, result.missing)
+                        "(TUS_UNSAFE_S3=1)", self.settings.minio_endpoint, result.missing)
         self.result, self.refused = result, refused
 
     def require(self) -> None:
