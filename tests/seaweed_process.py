@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
 import signal
 import subprocess
 import time
@@ -19,7 +17,7 @@ import urllib3
 from minio import Minio
 from minio.error import MinioException
 
-from .minio_process import ACCESS_KEY, ROOT, SECRET_KEY, free_port
+from .minio_process import ACCESS_KEY, SECRET_KEY, free_port, stop_group, tool_binary
 
 # Where readiness is proven by a PUT: the app's system bucket, which the tests share anyway
 # (every bucket is a SeaweedFS collection with volumes of its own: no need for another).
@@ -27,13 +25,7 @@ READY_BUCKET = "tusminio-system"
 
 
 def weed_binary() -> str:
-    """$WEED_BIN, then .tools/bin/weed (built by `make setup`), then PATH."""
-    candidates = [os.environ.get("WEED_BIN"), str(ROOT / ".tools" / "bin" / "weed"),
-                  shutil.which("weed")]
-    for candidate in candidates:
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    raise RuntimeError("no SeaweedFS binary: run `make setup` (or set WEED_BIN)")
+    return tool_binary("weed", "WEED_BIN", "test")
 
 
 class SeaweedProcess:
@@ -106,11 +98,5 @@ class SeaweedProcess:
     def stop(self, sig: int = signal.SIGKILL) -> None:
         """SIGKILL unless told: a SIGTERM takes SeaweedFS 15 s (its parts drain one after the
         other), and the tests need it gone, not tidy."""
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc, sig)
         self.proc = None
