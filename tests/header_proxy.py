@@ -2,9 +2,9 @@
 
 Requests are read header block by header block (keep-alive connections carry several); the
 named headers are left out and everything else, bodies included, is streamed on as it comes
-(Content-Length or chunked). Responses are piped back untouched. Signatures still hold: S3
-signs the Host the client sent (this proxy's address), and neither minio-py nor a presigned
-URL signs the precondition headers.
+(Content-Length or chunked). Responses are piped back untouched. Signatures still hold: they
+cover the Host the client sent (this proxy's address), and the server's conditional PUTs sign
+only the host and `x-amz-*` headers, never the preconditions (tus_server/storage/objects.py).
 """
 from __future__ import annotations
 
