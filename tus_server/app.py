@@ -25,6 +25,8 @@ from .http.tus import EXTENSIONS
 from .http.tus import bp as tus_bp
 from .ops import logs, metrics
 from .storage.minio_backend import MinioStore
+from .storage.objects import Objects
+from .storage.probe import GuardedStore, StorageGuard
 from .storage.store import (
     ChecksumMismatch,
     LengthExceeded,
@@ -216,11 +218,14 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
     auth.check_mode(settings)  # before anything else: an unprotected server must not start
     store = store or MinioStore(settings)
     logs.configure(settings.log_format)
+    # Refuses to start (StorageRefused, one line) on an S3 server that ignores preconditions.
+    guard = StorageGuard(settings, getattr(store, "objects", None) or Objects(settings))
 
     app = Flask(__name__, static_folder=None)
     app.config["TUS_SETTINGS"] = settings
-    # The protocol sees the store through its timing (tusminio_store_seconds{verb}).
-    app.config["TUS_STORE"] = metrics.TimedStore(store)
+    # The protocol sees the store through its timing (tusminio_store_seconds{verb}), behind
+    # the probe (a 503 until an S3 that did not answer at start has passed it).
+    app.config["TUS_STORE"] = metrics.TimedStore(GuardedStore(store, guard))
     usage = attach_usage(settings, store)
     if usage is not None:
         app.extensions["tus_usage"] = usage
@@ -332,10 +337,18 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
     @app.get("/healthz")
     def healthz():
         # MinIO's address stays in the log: the endpoint is public, the storage network is not.
-        if store.healthy():
-            return jsonify({"status": "ok"})
-        log.warning("healthz: MinIO at %s does not answer", settings.minio_endpoint)
-        response = jsonify({"status": "storage unavailable"})
+        healthy = store.healthy()
+        if healthy:
+            try:
+                guard.require()  # probes now if S3 did not answer before
+            except StorageUnavailable:
+                healthy = False
+        if healthy:
+            return jsonify({"status": "ok", **guard.detail()})
+        if not guard.refused:
+            log.warning("healthz: MinIO at %s does not answer", settings.minio_endpoint)
+        status = "storage refused" if guard.refused else "storage unavailable"
+        response = jsonify({"status": status, **guard.detail()})
         response.status_code = 503
         response.headers["Retry-After"] = str(settings.retry_after)
         return response
