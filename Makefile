@@ -1,6 +1,7 @@
 # tus-minio: `make run` serves the app (and MinIO), `make test` runs the whole suite.
 # Every target installs what is missing first: a virtualenv, MinIO (built from source with
-# `go install`, pinned below), and the npm packages (Uppy for the page).
+# `go install`, pinned below), and the npm packages (Uppy for the page); `make test` also
+# SeaweedFS (built from source, pinned below), the second S3 server of the suite.
 
 # MinIO's community edition ships as source; this is the module version we build and test.
 MINIO_MODULE  := github.com/minio/minio
@@ -8,6 +9,9 @@ MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 # The reference tus server `make bench` measures next to ours (its S3 store, same MinIO).
 TUSD_MODULE   := github.com/tus/tusd/v2/cmd/tusd
 TUSD_VERSION  := v2.9.1
+# The second S3 server the storage-level tests run against (tests/seaweed_process.py).
+SEAWEEDFS_MODULE  := github.com/seaweedfs/seaweedfs
+SEAWEEDFS_VERSION := v0.0.0-20261109003541-7506e5f91cd6
 
 PYTHON ?= python3
 VENV   := .venv
@@ -25,9 +29,10 @@ WORKERS          ?= 2
 THREADS          ?= 128
 export HOST PORT MINIO_ENDPOINT MINIO_ACCESS_KEY MINIO_SECRET_KEY MINIO_DATA WORKERS THREADS
 
-# A `minio` on PATH is used as it is; otherwise the pinned build in .tools/bin.
+# A `minio` (`weed`) on PATH is used as it is; otherwise the pinned build in .tools/bin.
 MINIO_BIN ?= $(or $(shell command -v minio 2>/dev/null),$(TOOLS)/minio)
-export MINIO_BIN
+WEED_BIN  ?= $(or $(shell command -v weed 2>/dev/null),$(TOOLS)/weed)
+export MINIO_BIN WEED_BIN
 
 .PHONY: setup run minio test chromium bench dist clean
 
@@ -43,6 +48,21 @@ $(TOOLS)/minio:
 	@echo "building MinIO $(MINIO_VERSION) from source (a few minutes, once)"
 	mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) GOFLAGS=-trimpath go install $(MINIO_MODULE)@$(MINIO_VERSION)
+
+# SeaweedFS's `weed` for the storage tests. `go install` refuses this module (its go.mod has
+# replace directives), so it is built inside a writable copy of the module `go mod download`
+# fetched. 6-10 minutes cold, once; a `weed` put into .tools/bin by hand is used as is.
+$(TOOLS)/weed:
+	@echo "building SeaweedFS $(SEAWEEDFS_VERSION) from source (about 10 minutes, once)"
+	mkdir -p $(TOOLS)
+	set -e; \
+	dir=$$(go mod download -json $(SEAWEEDFS_MODULE)@$(SEAWEEDFS_VERSION) \
+	       | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'); \
+	test -n "$$dir"; \
+	work=$$(mktemp -d); trap 'chmod -R u+w "$$work"; rm -rf "$$work"' EXIT; \
+	cp -R "$$dir/." "$$work"; chmod -R u+w "$$work"; \
+	cd "$$work" && GOFLAGS="-trimpath -buildvcs=false" go build -o $@.tmp ./weed; \
+	mv $@.tmp $@
 
 # tusd for `make bench`, built once like MinIO (a `tusd` symlinked into .tools/bin is used as is).
 $(TOOLS)/tusd:
@@ -65,7 +85,7 @@ minio: $(MINIO_BIN)
 TUS_REQUIRE_BROWSER ?= 1
 export TUS_REQUIRE_BROWSER
 
-test: setup chromium
+test: setup chromium $(WEED_BIN)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 chromium:

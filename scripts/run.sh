@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Serve the app (`tus-minio serve`: gunicorn) on $HOST:$PORT. Uses the MinIO answering at
-# $MINIO_ENDPOINT, or starts a local one there (scripts/minio.sh, data in $MINIO_DATA, log in
-# $MINIO_LOG) and stops it again on exit (Ctrl-C stops both). Once the app answers it prints,
-# once, where everything is; the probes before that are silent (no `curl: (7)` for every try
-# while MinIO starts).
+# Serve the app (`tus-minio serve`: gunicorn) on $HOST:$PORT. Uses the S3 server answering at
+# $MINIO_ENDPOINT (MinIO or any other; the app checks its conditional writes at start), or starts
+# a local MinIO there (scripts/minio.sh, data in $MINIO_DATA, log in $MINIO_LOG) and stops it
+# again on exit (Ctrl-C stops both). Once the app answers it prints, once, where everything is;
+# the probes before that are silent (no `curl: (7)` for every try while MinIO starts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${HOST:=127.0.0.1}" "${PORT:=5000}" "${MINIO_ENDPOINT:=127.0.0.1:9000}"
@@ -14,6 +14,15 @@ mkdir -p "$(dirname "$MINIO_LOG")"
 
 # -s without -S: a refused connection is the expected answer while a server starts.
 minio_ready() { curl -fs -o /dev/null --max-time 2 "$scheme://$MINIO_ENDPOINT/minio/health/ready"; }
+# Any S3 server answers an unsigned request for its bucket list in S3's XML: the list, or (the
+# usual answer) an <Error> such as AccessDenied. MinIO's health URL is MinIO's alone.
+s3_answers() {
+  local body
+  body=$(curl -s --max-time 2 "$scheme://$MINIO_ENDPOINT/" 2>/dev/null) || return 1
+  case "$body" in *'<Error>'* | *'<ListAllMyBucketsResult'*) return 0 ;; esac
+  return 1
+}
+http_answers() { curl -s -o /dev/null --max-time 2 "$scheme://$MINIO_ENDPOINT/"; }
 # Any HTTP answer counts (a 503 from /healthz is the app answering that MinIO is not).
 app_answers() { curl -s -o /dev/null --max-time 2 "http://$url_host:$PORT/healthz"; }
 
@@ -40,9 +49,14 @@ case "${TUS_AUTH:-}" in
   *) access="open to this machine only (set TUS_AUTH=jwt to require tokens)" ;;
 esac
 
-if minio_ready; then
+if s3_answers; then
+  storage_label="S3:           "
   minio_where="$scheme://$MINIO_ENDPOINT (already running; its data is wherever it keeps it)"
+elif http_answers; then
+  echo "$scheme://$MINIO_ENDPOINT answers, but not as an S3 server; set MINIO_ENDPOINT" >&2
+  exit 1
 else
+  storage_label="MinIO:        "
   ./scripts/minio.sh > "$MINIO_LOG" 2>&1 &
   minio_pid=$!
   for _ in $(seq 1 150); do minio_ready && break; sleep 0.2; done
@@ -64,7 +78,7 @@ cat <<EOF
 tus-minio is running
   page:          http://$url_host:$PORT/
   tus endpoint:  http://$url_host:$PORT/files/
-  MinIO:         $minio_where
+  $storage_label $minio_where
   access:        $access
   stop:          press Ctrl-C (stops the app$([ -n "$minio_pid" ] && echo " and the MinIO started here"))
 

@@ -1,7 +1,9 @@
 """Fixtures: one real MinIO per test session, app servers on loopback, clean storage per test.
 
 The whole suite runs once per storage layout (`bucket`, `prefix`); set TUS_TEST_LAYOUTS to run
-only some of them.
+only some of them. The storage-level modules (SEAWEEDFS_MODULES) also run against a real
+SeaweedFS in the prefix layout (test ids `[seaweedfs-prefix]`); TUS_TEST_BACKENDS=minio leaves
+it out.
 """
 from __future__ import annotations
 
@@ -23,9 +25,32 @@ from tus_server.storage.minio_backend import MinioStore
 
 from .helpers import ThreadedServer
 from .minio_process import ACCESS_KEY, ROOT, SECRET_KEY, MinioProcess, free_port
+from .seaweed_process import SeaweedProcess
 
 LAYOUTS = [name.strip() for name in os.environ.get("TUS_TEST_LAYOUTS", "bucket,prefix").split(",")
            if name.strip()]
+BACKENDS = [name.strip() for name in
+            os.environ.get("TUS_TEST_BACKENDS", "minio,seaweedfs").split(",") if name.strip()]
+# What storage does: fencing, hand-over, cuts, faults, reads. SeaweedFS needs the prefix layout
+# (a bucket per upload exhausts its volumes; the server refuses that at start).
+SEAWEEDFS_MODULES = {"test_integrity", "test_downloads", "test_faults"}
+
+
+def storage_targets(module: str) -> list[tuple[str, str]]:
+    """(S3 server, layout) pairs a test module runs against."""
+    targets = [("minio", layout) for layout in LAYOUTS] if "minio" in BACKENDS else []
+    if module in SEAWEEDFS_MODULES and "seaweedfs" in BACKENDS and "prefix" in LAYOUTS:
+        targets.append(("seaweedfs", "prefix"))
+    return targets
+
+
+def pytest_generate_tests(metafunc):
+    if "target" in metafunc.fixturenames:
+        targets = storage_targets(metafunc.module.__name__.rsplit(".", 1)[-1])
+        # MinIO's keep their old ids ([bucket], [prefix]), so -k filters still work.
+        metafunc.parametrize("target", targets, indirect=True, scope="session",
+                             ids=[layout if backend == "minio" else f"{backend}-{layout}"
+                                  for backend, layout in targets])
 
 
 @pytest.fixture(scope="session")
@@ -35,15 +60,35 @@ def minio(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="session", params=LAYOUTS)
-def layout(request) -> str:
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory):
+    if "seaweedfs" not in BACKENDS:
+        pytest.skip("TUS_TEST_BACKENDS leaves SeaweedFS out")
+    server = SeaweedProcess(tmp_path_factory.mktemp("seaweedfs")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def target(request) -> tuple[str, str]:
     return request.param
 
 
+@pytest.fixture(scope="session")
+def layout(target) -> str:
+    return target[1]
+
+
+@pytest.fixture(scope="session")
+def s3(target, request):
+    """The S3 server under the test's store (MinIO or SeaweedFS): `endpoint`, `stop`, `start`."""
+    return request.getfixturevalue(target[0])
+
+
 @pytest.fixture
-def settings(minio, layout) -> Settings:
+def settings(s3, layout) -> Settings:
     return Settings(
-        minio_endpoint=minio.endpoint,
+        minio_endpoint=s3.endpoint,
         minio_access_key=ACCESS_KEY,
         minio_secret_key=SECRET_KEY,
         cleanup_interval=0,
@@ -59,16 +104,24 @@ def store(settings) -> MinioStore:
 
 
 def _remove_everything(store: MinioStore) -> None:
+    from minio.deleteobjects import DeleteObject
+
     client = store.client
     for bucket in client.list_buckets():
+        if bucket.name.startswith("tusminio"):  # system buckets: the usage records go too
+            names = [o.object_name for prefix in ("usage/", "index/", "finals/")
+                     for o in client.list_objects(bucket.name, prefix=prefix, recursive=True)]
+            if names:
+                list(client.remove_objects(bucket.name, [DeleteObject(n) for n in names]))
+            continue
         if not bucket.name.startswith("tus-"):
             continue
-        from minio.deleteobjects import DeleteObject
-
         names = [o.object_name for o in client.list_objects(bucket.name, recursive=True)]
         if names:
             list(client.remove_objects(bucket.name, [DeleteObject(n) for n in names]))
-        client.remove_bucket(bucket.name)
+        # The shared bucket stays (emptied): on SeaweedFS every new bucket grows volumes.
+        if bucket.name != store.settings.bucket:
+            client.remove_bucket(bucket.name)
 
 
 @pytest.fixture(autouse=True)

@@ -16,14 +16,29 @@ ACCESS_KEY = "tusminio"
 SECRET_KEY = "tusminio-secret-key"
 
 
-def minio_binary() -> str:
-    """$MINIO_BIN, then the project's .tools/bin/minio (built by `make minio-bin`), then PATH."""
-    candidates = [os.environ.get("MINIO_BIN"), str(ROOT / ".tools" / "bin" / "minio"),
-                  shutil.which("minio")]
+def tool_binary(name: str, variable: str, make_target: str) -> str:
+    """$<variable>, then the project's .tools/bin/<name> (built by make), then PATH."""
+    candidates = [os.environ.get(variable), str(ROOT / ".tools" / "bin" / name),
+                  shutil.which(name)]
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
-    raise RuntimeError("no MinIO binary: run `make minio-bin` (or set MINIO_BIN)")
+    raise RuntimeError(f"no {name} binary: run `make {make_target}` (or set {variable})")
+
+
+def minio_binary() -> str:
+    return tool_binary("minio", "MINIO_BIN", "minio")
+
+
+def stop_group(proc: Optional[subprocess.Popen], sig: int) -> None:
+    """Signal the process group `proc` leads; SIGKILL it after 20 s."""
+    if proc and proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def free_port() -> int:
@@ -82,11 +97,5 @@ class MinioProcess:
         raise RuntimeError(f"MinIO did not become ready in {timeout}s; see {self.log_path}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc, sig)
         self.proc = None

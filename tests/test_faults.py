@@ -178,7 +178,7 @@ def test_tuspy_killed_process_resumes_in_a_new_process(gunicorn_server, store, t
 
 
 # ----------------------------------------------------------------------------- MinIO down
-def test_minio_down_gives_503_then_tuspy_finishes(make_server, store, minio, tmp_path):
+def test_minio_down_gives_503_then_tuspy_finishes(make_server, store, s3, tmp_path):
     server = make_server(chunk_size=256 * 1024)
     data = os.urandom(6 * MIB)
     path = tmp_path / "outage.bin"
@@ -190,7 +190,7 @@ def test_minio_down_gives_503_then_tuspy_finishes(make_server, store, minio, tmp
     uploader.upload_chunk()
     url = uploader.url
 
-    minio.stop()
+    s3.stop()
     try:
         response = patch(url, uploader.offset, b"x" * 1000)
         assert response.status_code == 503
@@ -200,19 +200,19 @@ def test_minio_down_gives_503_then_tuspy_finishes(make_server, store, minio, tmp
         health = requests.get(server.url + "/healthz")
         assert health.status_code == 503
 
-        restarter = threading.Timer(3.0, minio.start)
+        restarter = threading.Timer(3.0, s3.start)
         restarter.start()
         uploader.upload()  # retries through the outage
         restarter.join()
     finally:
-        if minio.proc is None:
-            minio.start()
+        if s3.proc is None:
+            s3.start()
     assert requests.get(server.url + "/healthz").status_code == 200
     assert sha256(requests.get(url).content) == sha256(data)
     assert sha256(stored_file(store, upload_id(url))) == sha256(data)
 
 
-def test_minio_stopped_mid_patch_keeps_offset_behind_stored_bytes(make_server, store, minio):
+def test_minio_stopped_mid_patch_keeps_offset_behind_stored_bytes(make_server, store, s3):
     server = make_server(chunk_size=256 * 1024)
     data = os.urandom(4 * MIB)
     url = create_url(server.url, len(data))
@@ -224,12 +224,12 @@ def test_minio_stopped_mid_patch_keeps_offset_behind_stored_bytes(make_server, s
     sender = threading.Thread(target=send)
     sender.start()
     assert _wait_until(lambda: _stored_offset(store, url) >= MIB, timeout=30)
-    minio.stop(signal.SIGKILL)
+    s3.stop(signal.SIGKILL)
     try:
         sender.join(timeout=60)
         assert result["response"].status_code == 503
     finally:
-        minio.start()
+        s3.start()
     offset = _assert_offset_not_ahead_of_stored_bytes(store, url, data)
     assert offset >= MIB
     assert patch(url, offset, data[offset:]).status_code == 204

@@ -335,7 +335,8 @@ def test_storage_errors_do_not_name_minio(make_server):
     assert response.text.strip() == "storage unavailable, retry later"
     health = requests.get(server.url + "/healthz", timeout=60)
     assert health.status_code == 503
-    assert health.json() == {"status": "storage unavailable"}
+    assert health.json() == {"status": "storage unavailable",
+                             "conditional_writes": "not checked yet"}
     for text in (response.text, health.text):
         assert DEAD_MINIO not in text and "Error" not in text
 
@@ -343,4 +344,4 @@ def test_storage_errors_do_not_name_minio(make_server):
 def test_healthy_healthz_does_not_name_minio(server):
     response = requests.get(server.url + "/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    assert response.json() == {"status": "ok", "conditional_writes": "enforced"}

@@ -1,6 +1,8 @@
-"""`make run` (scripts/run.sh): quiet while MinIO starts, one banner, Ctrl-C stops everything."""
+"""`make run` (scripts/run.sh): quiet while MinIO starts, one banner, Ctrl-C stops everything;
+an S3 server already answering (MinIO or another, here SeaweedFS) is used as it is."""
 from __future__ import annotations
 
+import http.server
 import os
 import signal
 import subprocess
@@ -11,7 +13,7 @@ import psutil
 import pytest
 import requests
 
-from .minio_process import ROOT, free_port, minio_binary
+from .minio_process import ACCESS_KEY, ROOT, SECRET_KEY, free_port, minio_binary
 
 
 # Ctrl-C in a terminal signals the whole process group; `kill -INT` the script alone.
@@ -75,3 +77,53 @@ def test_run_script_prints_one_banner_and_stops_both_servers_on_ctrl_c(tmp_path,
         except requests.ConnectionError:
             continue
         raise AssertionError(f"port {candidate} still answers after Ctrl-C")
+
+
+def test_run_script_uses_the_s3_server_it_finds_even_if_it_is_not_minio(seaweedfs, tmp_path):
+    port = free_port()
+    env = dict(os.environ, HOST="127.0.0.1", PORT=str(port), MINIO_ENDPOINT=seaweedfs.endpoint,
+               MINIO_BIN="/nonexistent/minio", MINIO_LOG=str(tmp_path / "m.log"),
+               MINIO_ACCESS_KEY=ACCESS_KEY, MINIO_SECRET_KEY=SECRET_KEY, TUS_LAYOUT="prefix",
+               TUS_BUCKET="tus-run-script", WORKERS="1", THREADS="4", TUS_CLEANUP_INTERVAL="0")
+    proc = subprocess.Popen([str(ROOT / "scripts" / "run.sh")], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 90
+        while not any("tus endpoint:" in line for line in out):
+            assert proc.poll() is None, "".join(out)
+            assert time.monotonic() < deadline, "no banner:\n" + "".join(out)
+            time.sleep(0.1)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert not any("minio" in " ".join(child.cmdline()) for child in children)
+        health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+        assert health.json() == {"status": "ok", "conditional_writes": "enforced"}
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0  # an asked-for stop is a clean exit
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    reader.join(timeout=10)
+    assert (f"  S3:            http://{seaweedfs.endpoint} (already running; its data is "
+            "wherever it keeps it)\n") in out
+
+
+def test_run_script_stops_when_the_address_answers_but_not_as_s3(tmp_path):
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"127.0.0.1:{web.server_address[1]}"
+        env = dict(os.environ, MINIO_ENDPOINT=endpoint, PORT=str(free_port()),
+                   MINIO_BIN="/nonexistent/minio", MINIO_LOG=str(tmp_path / "m.log"))
+        result = subprocess.run([str(ROOT / "scripts" / "run.sh")], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        web.shutdown()
+    assert result.returncode == 1
+    assert result.stderr == (f"http://{endpoint} answers, but not as an S3 server; "
+                             "set MINIO_ENDPOINT\n")
+    assert result.stdout == ""

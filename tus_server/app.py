@@ -25,6 +25,8 @@ from .http.tus import EXTENSIONS
 from .http.tus import bp as tus_bp
 from .ops import logs, metrics
 from .storage.minio_backend import MinioStore
+from .storage.objects import Objects
+from .storage.probe import GuardedStore, StorageGuard
 from .storage.store import (
     ChecksumMismatch,
     LengthExceeded,
@@ -39,6 +41,7 @@ from .storage.store import (
     UploadNotFound,
     UploadTakenOver,
 )
+from .storage.usage import Usage
 
 WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 log = logging.getLogger("tus_server")
@@ -161,11 +164,13 @@ def _store_error(error: StoreError) -> errors.TusError:
 
 
 class Sweeper:
-    """Removes expired uploads every `interval` seconds in a daemon thread until stopped."""
+    """Removes expired uploads every `interval` seconds in a daemon thread until stopped (and
+    final uploads whose partials are gone)."""
 
-    def __init__(self, store: Store, interval: int):
+    def __init__(self, store: Store, interval: int, usage: Optional[Usage] = None):
         self.store = store
         self.interval = interval
+        self.usage = usage
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="tus-sweeper", daemon=True)
 
@@ -181,10 +186,25 @@ class Sweeper:
         while not self._stop.wait(self.interval):
             try:
                 removed = self.store.expire(time.time())
+                if self.usage is not None:
+                    removed += self.usage.finals.expire_orphans(self.store)
                 if removed:
                     log.info("sweeper removed %d expired uploads", len(removed))
             except Exception:
                 log.warning("sweep failed", exc_info=True)
+
+
+def attach_usage(settings: Settings, store) -> Optional[Usage]:
+    """The per-owner usage records for a MinIO store, told of every upload it removes."""
+    if not hasattr(store, "objects") or not hasattr(store, "on_terminated"):
+        return None
+    for listener in store.on_terminated:  # a store shared by several apps (tests)
+        known = getattr(listener, "__self__", None)
+        if isinstance(known, Usage) and known.bucket == settings.system_bucket:
+            return known
+    usage = Usage(settings, store.objects, store.list)
+    store.on_terminated.append(usage.forget)
+    return usage
 
 
 def _download_served(environ, status: int, sent: int, seconds: float) -> None:
@@ -198,11 +218,17 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
     auth.check_mode(settings)  # before anything else: an unprotected server must not start
     store = store or MinioStore(settings)
     logs.configure(settings.log_format)
+    # Refuses to start (StorageRefused, one line) on an S3 server that ignores preconditions.
+    guard = StorageGuard(settings, getattr(store, "objects", None) or Objects(settings))
 
     app = Flask(__name__, static_folder=None)
     app.config["TUS_SETTINGS"] = settings
-    # The protocol sees the store through its timing (tusminio_store_seconds{verb}).
-    app.config["TUS_STORE"] = metrics.TimedStore(store)
+    # The protocol sees the store through its timing (tusminio_store_seconds{verb}), behind
+    # the probe (a 503 until an S3 that did not answer at start has passed it).
+    app.config["TUS_STORE"] = metrics.TimedStore(GuardedStore(store, guard))
+    usage = attach_usage(settings, store)
+    if usage is not None:
+        app.extensions["tus_usage"] = usage
     app.extensions["tus_hooks"] = hooks.Hooks(settings, app.config["TUS_STORE"]).start()
     app.after_request(hooks.merge_answer)
     if settings.metrics:
@@ -311,10 +337,18 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
     @app.get("/healthz")
     def healthz():
         # MinIO's address stays in the log: the endpoint is public, the storage network is not.
-        if store.healthy():
-            return jsonify({"status": "ok"})
-        log.warning("healthz: MinIO at %s does not answer", settings.minio_endpoint)
-        response = jsonify({"status": "storage unavailable"})
+        healthy = store.healthy()
+        if healthy:
+            try:
+                guard.require()  # probes now if S3 did not answer before
+            except StorageUnavailable:
+                healthy = False
+        if healthy:
+            return jsonify({"status": "ok", **guard.detail()})
+        if not guard.refused:
+            log.warning("healthz: MinIO at %s does not answer", settings.minio_endpoint)
+        status = "storage refused" if guard.refused else "storage unavailable"
+        response = jsonify({"status": status, **guard.detail()})
         response.status_code = 503
         response.headers["Retry-After"] = str(settings.retry_after)
         return response
@@ -335,5 +369,5 @@ def create_app(settings: Optional[Settings] = None, store: Optional[Store] = Non
         })
 
     if settings.cleanup_interval:
-        app.extensions["tus_sweeper"] = Sweeper(store, settings.cleanup_interval).start()
+        app.extensions["tus_sweeper"] = Sweeper(store, settings.cleanup_interval, usage).start()
     return app

@@ -119,6 +119,14 @@ def _system_bucket(env: Mapping[str, str], default: str) -> str:
     return name
 
 
+def _addressing_style(env: Mapping[str, str], default: str) -> str:
+    value = env.get("MINIO_ADDRESSING_STYLE", "").strip().lower() or default
+    if value not in ("auto", "path", "virtual"):
+        raise ConfigError(f"MINIO_ADDRESSING_STYLE must be 'auto', 'path' or 'virtual', "
+                          f"got {value!r}")
+    return value
+
+
 def _log_format(env: Mapping[str, str], default: str) -> str:
     value = env.get("TUS_LOG_FORMAT", "").strip().lower() or default
     if value not in ("text", "json"):
@@ -174,6 +182,10 @@ class Settings:
     minio_secret_key: str = "minioadmin"
     minio_secure: bool = False
     minio_region: str = "us-east-1"
+    # "auto" (virtual-host style for AWS and Aliyun hosts, path style elsewhere), "path", "virtual".
+    minio_addressing_style: str = "auto"
+    # Run although the S3 server fails the conditional-write probe (storage/probe.py).
+    unsafe_s3: bool = False
     # Size of the chunk objects; fixed per upload at creation.
     chunk_size: int = 5 * MIB
     # Largest upload; 1 TiB fits a machine's disk and stops a client from reserving an upload
@@ -281,6 +293,8 @@ class Settings:
             minio_secret_key=env.get("MINIO_SECRET_KEY", env.get("MINIO_ROOT_PASSWORD", defaults.minio_secret_key)),
             minio_secure=_bool(env, "MINIO_SECURE", defaults.minio_secure),
             minio_region=env.get("MINIO_REGION", defaults.minio_region),
+            minio_addressing_style=_addressing_style(env, defaults.minio_addressing_style),
+            unsafe_s3=_bool(env, "TUS_UNSAFE_S3", defaults.unsafe_s3),
             chunk_size=_int(env, "TUS_CHUNK_SIZE", defaults.chunk_size, 1),
             max_size=_int(env, "TUS_MAX_SIZE", defaults.max_size),
             expiration=_int(env, "TUS_EXPIRATION", defaults.expiration),

@@ -45,7 +45,8 @@ def add_parsers(sub) -> None:
     hooks.add_argument("action", choices=("pending", "retry", "drop"))
     hooks.add_argument("event_id", nargs="?", help="for retry and drop (see `hooks pending`)")
 
-    sub.add_parser("cleanup", help="remove expired uploads (and finished ones past TUS_RETENTION)",
+    sub.add_parser("cleanup", help="remove expired uploads (and finished ones past TUS_RETENTION, "
+                   "and finals whose partials are gone); count each owner's usage again",
                    description="Remove expired uploads once, from the MinIO at MINIO_ENDPOINT "
                                "(TUS_EXPIRATION, TUS_RETENTION), and print their ids.")
 
@@ -96,7 +97,12 @@ def _cleanup(settings) -> int:
     if not store.healthy():
         say(f"MinIO at {settings.minio_endpoint} is unreachable")
         return 1
-    removed = store.expire(time.time())
+    from ..app import attach_usage
+
+    usage = attach_usage(settings, store)
+    removed = store.expire(time.time()) + usage.finals.expire_orphans(store)
+    owners = usage.rebuild()
+    say(f"counted the usage of {owners} owners again")
     print(f"removed {len(removed)} expired uploads")
     for upload_id in removed:
         print(upload_id)

@@ -4,8 +4,9 @@ same command `make run` runs, against the MinIO at MINIO_ENDPOINT. It never star
 
 The process becomes gunicorn (`exec`): signals, the exit status and the process id are
 gunicorn's, as a service manager expects. Before that it reads the settings once, so that a
-value the server would refuse (a bad number, an open server without a TUS_AUTH choice) ends it
-with one line and status 2 instead of a worker that fails to boot.
+value the server would refuse (a bad number, an open server without a TUS_AUTH choice, an S3
+server without conditional writes) ends it with one line and status 2 instead of a worker that
+fails to boot.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import sys
 import textwrap
 
 from ..config import ConfigError, Settings, require_auth_choice
+from ..storage.probe import refusal_at_start
 from .common import say
 
 # The settings a deployment decides, for `serve --help`; every one is in docs/configuration.md.
@@ -109,6 +111,12 @@ def run(args: argparse.Namespace) -> int:
         command = gunicorn_command(args, env)
     except ConfigError as exc:
         say(f"error: {exc}")
+        return 2
+    # An S3 server without conditional writes (storage/probe.py) is refused here too, in one
+    # line, rather than by every worker as it boots.
+    refused = refusal_at_start(Settings.from_env(env))
+    if refused:
+        say(f"error: {refused}")
         return 2
     sys.stdout.flush()
     sys.stderr.flush()

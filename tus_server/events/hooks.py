@@ -16,12 +16,13 @@ Every event is also sent as a blinker signal (`SIGNALS[type]`), so an app that m
 `create_app()` can subscribe in-process: `SIGNALS["post-finish"].connect(fn)`; `fn(app,
 event=...)` gets the same dict the endpoint would.
 
-Where pre-finish runs: the store marks an upload finished inside its `write`, so a veto has to
-come before the last PATCH's bytes are stored. When a PATCH announces a Content-Length that
-reaches the upload's length, pre-finish runs before the write (a body that is then cut short
-sends it again on the PATCH that completes). A chunked body's length is unknown until it ends:
-its pre-finish runs after the write, and a rejection or an unreachable endpoint then removes
-the upload, so no upload is ever finished without pre-finish's consent.
+Where pre-finish runs: `http/finish.py`, the one path every way of finishing takes. The store
+marks an upload finished inside its `write` (or `declare_length`, or `create`), so a veto comes
+before that whenever the request announces it (a Content-Length reaching the length, a declared
+length equal to the offset, an empty upload, a final); a body that is then cut short sends it
+again on the request that completes. A chunked body's length is unknown until it ends: its
+pre-finish runs after the write, and a rejection or an unreachable endpoint then removes the
+upload, so no upload is ever finished without pre-finish's consent.
 """
 from __future__ import annotations
 
@@ -347,8 +348,8 @@ def finished(info: UploadInfo) -> None:
     emit("post-finish", info)
 
 
-def written(before: UploadInfo, stream, result: WriteResult, checked_finish: bool) -> UploadInfo:
-    """After a write: StopUpload, a chunked body's pre-finish, post-finish, metrics, logs."""
+def written(before: UploadInfo, stream, result: WriteResult) -> None:
+    """After a write: StopUpload, metrics, logs (finishing is `http/finish.py`'s)."""
     info = result.info
     if isinstance(stream, _Progress):
         stream.finish()
@@ -360,13 +361,3 @@ def written(before: UploadInfo, stream, result: WriteResult, checked_finish: boo
         hooks().store.terminate(info.id)
         terminated(info, "post-receive StopUpload")
         raise HookAnswer("upload has been stopped by server", stopped)
-    if info.completed and not before.completed:
-        if not checked_finish:
-            try:
-                emit("pre-finish", info)
-            except errors.TusError:
-                hooks().store.terminate(info.id)
-                terminated(info, "pre-finish refused")
-                raise
-        finished(info)
-    return info

@@ -25,11 +25,10 @@ import threading
 import time
 from typing import Callable, Optional
 
-from minio.error import S3Error
-
 from ..config import Settings
 from ..storage.objects import Objects, storage_errors
 from ..storage.store import UploadNotFound
+from ..storage.system import SystemBucket
 
 log = logging.getLogger("tus_server.hooks")
 PREFIX = "outbox/"
@@ -61,17 +60,9 @@ class Outbox:
         self._bucket_ready = False
 
     def _ensure_bucket(self) -> None:
-        if self._bucket_ready:
-            return
-        client = self.objects.client
-        with storage_errors():
-            if not client.bucket_exists(self.bucket):
-                try:
-                    client.make_bucket(self.bucket)
-                except S3Error as exc:  # another worker made it first
-                    if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                        raise
-        self._bucket_ready = True
+        if not self._bucket_ready:
+            SystemBucket(self.objects, self.bucket).ensure()
+            self._bucket_ready = True
 
     def _put(self, event: dict, if_match: Optional[str] = None,
              if_none_match: bool = False) -> Optional[str]:

@@ -4,13 +4,15 @@ blueprint, downloads, listing and the IETF draft all import it, and none imports
 from __future__ import annotations
 
 import time
+from typing import Optional
 
 from flask import current_app, url_for
 
 from .. import errors
 from ..access import auth
 from ..config import Settings
-from ..storage.store import Store, UploadInfo, is_upload_id
+from ..storage.store import Store, UploadInfo, UploadNotFound, is_upload_id
+from ..storage.usage import Usage
 from .headers import http_date
 
 
@@ -20,6 +22,11 @@ def current_settings() -> Settings:
 
 def current_store() -> Store:
     return current_app.config["TUS_STORE"]
+
+
+def current_usage() -> Optional[Usage]:
+    """The per-owner usage records and concatenation index (None with a store of another kind)."""
+    return current_app.extensions.get("tus_usage")
 
 
 def upload_url(upload_id: str) -> str:
@@ -43,4 +50,22 @@ def load_upload(upload_id: str, action: str, allow_expired: bool = False,
         info = current_store().get(upload_id, settle_writer=True)
     if not allow_expired and not info.completed and info.expires and info.expires < time.time():
         raise errors.Gone(f"upload {upload_id} expired at {http_date(info.expires)}")
+    if not allow_expired and info.concat == "final":
+        _check_partials(info)
     return info
+
+
+def _check_partials(info: UploadInfo) -> None:
+    """A final upload whose partials are gone (retired, removed behind the server's back) can
+    never be read again: it expires now (410), rather than answering HEAD as complete forever."""
+    store = current_store()
+    for partial_id in info.partials:
+        try:
+            store.get(partial_id)
+        except UploadNotFound:
+            try:
+                store.terminate(info.id)
+            except UploadNotFound:
+                pass
+            raise errors.Gone(f"upload {info.id} expired: its partial upload {partial_id} is "
+                              "gone") from None

@@ -32,13 +32,13 @@ from flask import Flask, Response, current_app, request
 from werkzeug.http import parse_options_header
 
 from .. import errors
-from ..access import auth, quotas
-from ..events import hooks
+from ..access import auth
 from ..storage.store import ChecksumMismatch, OffsetMismatch, UploadInfo, new_upload_id
+from . import finish
 from .checksums import ChecksumVerifier
 from .context import load_upload, upload_url
 from .headers import metadata_text, parse_metadata, repr_digest, safe_filename
-from .tus import _check_file_rules, _content_length, _has_body
+from .tus import _check_file_rules, _content_length, _has_body, create_upload
 from .tus import delete as terminate
 from .tus import write_body_result
 
@@ -175,7 +175,6 @@ def _b64(text: str) -> str:
 # ----------------------------------------------------------------------------- creation
 def create() -> Response:
     settings = current_app.config["TUS_SETTINGS"]
-    store = current_app.config["TUS_STORE"]
     caller = auth.current_caller()
     auth.authorize(caller, auth.CREATE)
     complete = _complete_flag()
@@ -196,7 +195,6 @@ def create() -> Response:
     _check_file_rules(metadata, settings)
     verifier = _content_digest()
     owner = auth.owner_of_new_upload(caller)
-    quotas.check_new_upload(store, settings, owner, length, final=False)
 
     now = time.time()
     info = UploadInfo(
@@ -206,8 +204,7 @@ def create() -> Response:
         created=now, updated=now,
         expires=now + settings.expiration if settings.expiration else None,
         protocol="ietf-draft", owner=owner)
-    info = store.create(hooks.pre_create(info))
-    hooks.created(info)
+    info = finish.created(create_upload(info))
     fully_received = True
     if _has_body():
         info, fully_received = _write(info, 0, verifier)
@@ -230,7 +227,6 @@ def append(upload_id: str, version: int) -> Response:
     if offset is None:
         raise errors.BadRequest("Upload-Offset is required")
     complete = _complete_flag()
-    store = current_app.config["TUS_STORE"]
     info = load_upload(upload_id, auth.WRITE)
     if info.concat == "final":
         raise errors.Forbidden("a final (concatenated) upload cannot be appended to")
@@ -249,8 +245,7 @@ def append(upload_id: str, version: int) -> Response:
     if info.length is None and length is not None:
         if length < info.offset:
             return _problem(400, PROBLEM_LENGTH, "the length is below the offset", info.offset)
-        quotas.check_declared_length(store, current_app.config["TUS_SETTINGS"], info, length)
-        info = store.declare_length(upload_id, length)
+        info = finish.declare_length(info, length)
     fully_received = True
     if _has_body():
         try:
@@ -279,9 +274,8 @@ def _write(info: UploadInfo, offset: int,
 
 def _finish_if_complete(info: UploadInfo, complete: bool, fully_received: bool) -> UploadInfo:
     """`Upload-Complete: ?1` with the content fully processed fixes an unknown length at the
-    offset (a known one completed the upload when the offset reached it)."""
+    offset (a known one completed the upload when the offset reached it), through the one
+    finish path (quota, pre-finish, post-finish)."""
     if complete and fully_received and info.length is None:
-        info = current_app.config["TUS_STORE"].declare_length(info.id, info.offset)
-        if info.completed:
-            hooks.finished(info)
+        info = finish.declare_length(info, info.offset)
     return info

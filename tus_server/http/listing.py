@@ -14,7 +14,7 @@ from flask import jsonify, request, url_for
 from .. import errors
 from ..access import auth
 from ..storage.store import UploadInfo, UploadNotFound
-from .context import current_settings, current_store, upload_url
+from .context import current_settings, current_store, current_usage, upload_url
 from .headers import metadata_text, parse_uint
 from .tus import bp
 
@@ -59,6 +59,15 @@ def _infos(ids: list[str]) -> list[UploadInfo]:
     return infos
 
 
+def _owned_ids(owner: str) -> list[str]:
+    """The caller's upload ids, newest first: from the owner's index, or (a store without
+    one) from every stored upload's info."""
+    usage = current_usage()
+    if usage is not None:
+        return usage.newest_first(owner)
+    return [info.id for info in _infos(current_store().list_ids()) if info.owner == owner]
+
+
 @bp.route("/files", methods=["GET"])
 @bp.route("/files/", methods=["GET"])
 def list_uploads():
@@ -67,8 +76,8 @@ def list_uploads():
     The first page and the `next` links (`?after=<cursor>`) cost one info read per listed
     upload and, in the prefix layout, a listing only as long as the page, whatever the number
     stored; `?page=N` still works but counts every upload (`total`). A caller restricted to
-    their own uploads costs one info read per stored upload: ownership is recorded in the
-    infos, and MinIO keeps no index by owner.
+    their own uploads lists their index (storage/usage.py: one marker object per upload, one
+    LIST per 1,000) and reads one info per listed upload, whatever other owners store.
     """
     per_page = min(max(parse_uint("per_page", request.args.get("per_page", "50")) or 50, 1), 500)
     after = request.args.get("after")
@@ -88,14 +97,17 @@ def list_uploads():
         response.headers["Cache-Control"] = "no-store"
         return response
     page = page or 1
-    ids = current_store().list_ids()
     if caller.admin:
+        ids = current_store().list_ids()
         total = len(ids)
         infos = _infos(ids[(page - 1) * per_page: page * per_page])
     else:
-        visible = [info for info in _infos(ids) if auth.may_see(caller, info)]
-        total = len(visible)
-        infos = visible[(page - 1) * per_page: page * per_page]
+        # An id in the index whose info is gone (a creation in progress, a removal under
+        # way) is left out of the page.
+        owned = _owned_ids(caller.sub)
+        total = len(owned)
+        infos = [info for info in _infos(owned[(page - 1) * per_page: page * per_page])
+                 if auth.may_see(caller, info)]
     has_next = page * per_page < total
     response = jsonify({
         "uploads": [upload_summary(info) for info in infos],

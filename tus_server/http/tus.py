@@ -6,7 +6,6 @@ checksum, concatenation. Store errors are turned into HTTP outcomes by the app's
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Optional
 from urllib.parse import urlparse
 
@@ -17,6 +16,7 @@ from ..access import auth, quotas
 from ..config import Settings
 from ..events import hooks
 from ..storage.store import (
+    ChecksumMismatch,
     StoreError,
     UploadInfo,
     UploadNotFound,
@@ -24,9 +24,10 @@ from ..storage.store import (
     is_upload_id,
     new_upload_id,
 )
+from . import finish
 from .body import RequestBody
 from .checksums import ALGORITHMS, parse_upload_checksum
-from .context import current_settings, current_store, load_upload, upload_url
+from .context import current_settings, current_store, current_usage, load_upload, upload_url
 from .downloads import download_response
 from .headers import (
     encode_metadata,
@@ -178,7 +179,6 @@ def create():
     if with_body:
         _check_creation_body(length, settings)
     owner = auth.owner_of_new_upload(caller)
-    quotas.check_new_upload(store, settings, owner, length, final=concat == "final")
 
     now = time.time()
     info = UploadInfo(
@@ -199,11 +199,7 @@ def create():
     if concat == "final":
         info.offset = length
         info.completed = True
-    info = hooks.pre_create(info)
-    if info.completed:  # a final concatenation or an empty upload is finished at creation
-        hooks.emit("pre-finish", info)
-    info = store.create(info)
-    hooks.created(info)
+    info = create_upload(info)
     if concat == "final" and length:
         store.schedule_digest(info.id)
 
@@ -212,11 +208,35 @@ def create():
     if with_body:
         info = _write_body(info, 0)
         response.headers["Upload-Offset"] = str(info.offset)
-    elif info.completed:
-        hooks.finished(info)
+    else:
+        info = finish.created(info)
     if info.expires and not info.completed:
         response.headers["Upload-Expires"] = http_date(info.expires)
     return response
+
+
+def create_upload(info: UploadInfo) -> UploadInfo:
+    """Both protocols' creation: the owner's quota first (429 or 413, before any hook), then
+    pre-create (which may change the id), pre-finish for an upload finished at once (empty, or
+    a final), the concatenation index, the store, post-create. A refusal gives the reservation
+    back."""
+    usage, store = current_usage(), current_store()
+    quotas.reserve_new_upload(usage, store, current_settings(), info)
+    try:
+        chosen = hooks.pre_create(info)
+        if chosen.id != info.id:
+            quotas.rename(usage, info, chosen)
+        info = chosen
+        if info.length == 0 or info.completed:
+            finish.ask(info)
+        if info.concat == "final" and usage is not None:
+            usage.finals.link(info.id, info.partials)
+        info = store.create(info)
+    except BaseException:
+        quotas.release(usage, info)
+        raise
+    hooks.created(info)
+    return info
 
 
 def _check_creation_body(length: Optional[int], settings: Settings) -> None:
@@ -273,33 +293,42 @@ def write_body_result(info: UploadInfo, offset: int,
     """Store the body (checked by `verifier`, by default the tus `Upload-Checksum` if any);
     the hooks see a body that will finish the upload before it is stored when its length is
     announced (hooks.py explains pre-finish), and the result after."""
-    settings = current_settings()
+    settings, store = current_settings(), current_store()
     if verifier is None:
         verifier = parse_upload_checksum(request.headers.get("Upload-Checksum"))
     content_length = _content_length()
     will_finish = info.length is not None and content_length is not None \
         and offset + content_length == info.length
     if will_finish:
-        hooks.emit("pre-finish", replace(info, offset=info.length, completed=True))
+        finish.ask(info)
+    # A deferred upload's bytes are reserved before they are read (413 here, body unread).
+    meter = quotas.body_meter(current_usage(), store, settings, info, offset, content_length)
     body = RequestBody(request.environ, content_length, settings.body_timeout)
-    stream = hooks.hooks().watch(info, offset, body)
+    source = meter(body) if meter else body
+    stream = hooks.hooks().watch(info, offset, source)
     try:
-        result = current_store().write(info.id, offset, stream, content_length, verifier=verifier,
-                                limit=settings.max_size or None, known=info)
-    except StoreError:
+        result = store.write(info.id, offset, stream, content_length, verifier=verifier,
+                             limit=settings.max_size or None, known=info)
+    except StoreError as error:
+        # A body cut at the quota cannot be checked: the quota is why.
+        if isinstance(error, ChecksumMismatch) and getattr(source, "refused", False):
+            raise quotas.over_quota(settings, offset) from None
         if body.malformed:  # the cause of whatever the store made of the cut-short body
             raise errors.BadRequest(f"malformed chunked body ({body.malformed})") from None
         raise
     finally:
         body.close()
-    info = hooks.written(info, stream, result, will_finish)
+    hooks.written(info, stream, result)
+    if getattr(source, "refused", False):
+        raise quotas.over_quota(settings, result.info.offset)
+    settled = finish.settle(info.completed, result.info, asked=will_finish)
     if body.malformed:
         raise errors.BadRequest(f"malformed chunked body ({body.malformed}); the bytes before "
-                                f"it are stored, up to offset {info.offset}")
+                                f"it are stored, up to offset {settled.offset}")
     if body.timed_out:
         raise errors.BodyReadTimeout(
-            f"no body bytes for {settings.body_timeout:g} s; stored up to offset {info.offset}")
-    return info, result
+            f"no body bytes for {settings.body_timeout:g} s; stored up to offset {settled.offset}")
+    return settled, result
 
 
 # ---------------------------------------------------------------------------- an upload
@@ -373,8 +402,7 @@ def patch(upload_id: str):
             if settings.max_size and new_length > settings.max_size:
                 raise errors.PayloadTooLarge(
                     f"Upload-Length {new_length} is larger than Tus-Max-Size {settings.max_size}")
-            quotas.check_declared_length(current_store(), settings, info, new_length)
-            info = current_store().declare_length(upload_id, new_length)
+            info = finish.declare_length(info, new_length)
         elif new_length != info.length:
             raise errors.BadRequest(f"Upload-Length is already {info.length} and cannot change")
     if info.length is not None and content_length is not None \
@@ -398,6 +426,13 @@ def patch(upload_id: str):
 @bp.route("/files/<upload_id>", methods=["DELETE"])
 def delete(upload_id: str):
     info = load_upload(upload_id, auth.DELETE, allow_expired=True)
+    usage = current_usage()
+    if info.concat == "partial" and usage is not None:
+        # A final reads its partials' chunks (it has none of its own): the partial stays.
+        finals = usage.finals.finals_of(info.id, current_store())
+        if finals:
+            raise errors.Conflict(f"partial upload {upload_id} is part of {len(finals)} final "
+                                  "upload(s) (concatenation); delete those first")
     hooks.emit("pre-terminate", info)
     current_store().terminate(upload_id)
     hooks.terminated(info)

@@ -67,6 +67,9 @@ class MinioStore:
         self._reader = ChunkReader(self.objects, self._read_info)
         self._digests = DigestPasses(self._digest_pass)
         self._shared_bucket_ready = False
+        # Called with the info of every upload `terminate` removed, whatever asked for it (a
+        # DELETE, a hook, the sweeper): the usage records forget it (storage/usage.py).
+        self.on_terminated: list = []
 
     # ----------------------------------------------------------------- locations
     def _location(self, upload_id: str) -> tuple[str, str]:
@@ -227,6 +230,12 @@ class MinioStore:
                         if exc.code != "BucketNotEmpty" or attempt == 2:
                             raise
         self._hashes.drop(upload_id)
+        for listener in self.on_terminated:
+            try:
+                listener(info)
+            except Exception:  # the upload is gone; what counted it is repaired by `cleanup`
+                log.warning("after removing upload_id=%s, %r failed", upload_id, listener,
+                            exc_info=True)
 
     def _remove_objects(self, bucket: str, names: list[str]) -> None:
         errors = list(self.client.remove_objects(bucket, [DeleteObject(n) for n in names]))

@@ -1,10 +1,12 @@
 """The S3 requests an upload needs, and the one translation of their failures.
 
 minio-py covers plain reads, listings and deletes. Writes that carry an S3 precondition
-(`If-Match`, `If-None-Match: *`) go through a presigned URL and our own urllib3 pool: minio-py
-7.2's `put_object` can neither send preconditions nor take a buffer without copying and hashing
-it again. A presigned URL signs only the request line (and `query`, e.g. `x-amz-meta-*`
-values), so headers may be added and the bytes go out as they are.
+(`If-Match`, `If-None-Match: *`) are signed here and sent through our own urllib3 pool:
+minio-py 7.2's `put_object` can neither send preconditions nor take a buffer without copying
+and hashing it again. The signature (minio-py's SigV4 signer, in headers) covers the host and
+every `x-amz-*` header, which AWS S3 and SeaweedFS require (a presigned URL would leave out the
+chunk's CRC32C), and names the payload UNSIGNED-PAYLOAD, so the bytes go out as they are,
+hashed by nobody. The preconditions stay unsigned, as S3 allows.
 
 Every info write is conditional (`If-Match` on the ETag last read or written, `If-None-Match: *`
 at creation): a 412 means somebody else advanced the upload, and is raised as `WriteFenced`.
@@ -20,13 +22,16 @@ import logging
 import secrets
 import threading
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Optional
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import crc32c
 import urllib3
 from minio import Minio
+from minio.credentials import Credentials
 from minio.error import MinioException, S3Error
+from minio.signer import sign_v4_s3
 
 from .. import cooperative
 from ..config import Settings
@@ -40,6 +45,9 @@ NOT_FOUND_CODES = {"NoSuchBucket", "NoSuchKey", "NoSuchUpload", "ResourceNotFoun
 # SHA-256 in user metadata (chunks written by earlier versions; still read and verified).
 CRC32C_HEADER = "x-amz-checksum-crc32c"
 SHA256_META = "x-amz-meta-sha256"
+# The query-string signature of a presigned URL, replaced by a header signature (`_signed_put`).
+PRESIGN_PARAMS = {"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
+                  "X-Amz-SignedHeaders", "X-Amz-Signature", "X-Amz-Security-Token"}
 
 
 def crc32c_b64(data) -> str:
@@ -98,6 +106,11 @@ class Objects:
             region=settings.minio_region,
             http_client=self.http,
         )
+        self._credentials = Credentials(settings.minio_access_key, settings.minio_secret_key)
+        if client is None and settings.minio_addressing_style == "path":
+            self.client.disable_virtual_style_endpoint()
+        elif client is None and settings.minio_addressing_style == "virtual":
+            self.client.enable_virtual_style_endpoint()
 
     def location(self, upload_id: str) -> tuple[str, str]:
         return location(self.settings, upload_id)
@@ -131,10 +144,31 @@ class Objects:
             headers["If-None-Match"] = "*"
         if if_match:
             headers["If-Match"] = f'"{if_match}"'
-        url = self.client.get_presigned_url("PUT", bucket, key, expires=timedelta(minutes=15),
-                                            extra_query_params=query)
         with storage_errors(context):
+            url = self._signed_put(bucket, key, headers, query)
             return self.http.request("PUT", url, body=body, headers=headers, retries=False)
+
+    def _signed_put(self, bucket: str, key: str, headers: dict, query: Optional[dict]) -> str:
+        """Sign a PUT in its headers (added to `headers`); its URL.
+
+        minio-py builds the URL (path or virtual-host style, the region) for a presigned one;
+        its query-string signature is dropped and the headers are signed instead."""
+        presigned = urlsplit(self.client.get_presigned_url(
+            "PUT", bucket, key, expires=timedelta(minutes=15), extra_query_params=query))
+        params = parse_qs(presigned.query)
+        region = params["X-Amz-Credential"][0].split("/")[2]
+        url = presigned._replace(query="&".join(
+            part for part in presigned.query.split("&")
+            if part.split("=", 1)[0] not in PRESIGN_PARAMS))
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        headers.update({"Host": url.netloc, "x-amz-date": now.strftime("%Y%m%dT%H%M%SZ"),
+                        "x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
+        signed = {name: value for name, value in headers.items()
+                  if name.lower() == "host" or name.lower().startswith("x-amz-")}
+        sign_v4_s3(method="PUT", url=url, region=region, headers=signed,
+                   credentials=self._credentials, content_sha256="UNSIGNED-PAYLOAD", date=now)
+        headers["Authorization"] = signed["Authorization"]
+        return urlunsplit(url)
 
     @staticmethod
     def _etag_or_none(response, key: str, context: str) -> Optional[str]:

@@ -1,0 +1,112 @@
+"""A loopback TCP proxy that drops some request headers: an S3 server that ignores them.
+
+Requests are read header block by header block (keep-alive connections carry several); the
+named headers are left out and everything else, bodies included, is streamed on as it comes
+(Content-Length or chunked). Responses are piped back untouched. Signatures still hold: they
+cover the Host the client sent (this proxy's address), and the server's conditional PUTs sign
+only the host and `x-amz-*` headers, never the preconditions (tus_server/storage/objects.py).
+"""
+from __future__ import annotations
+
+import socket
+import threading
+
+
+class HeaderStrippingProxy:
+    def __init__(self, upstream: str, drop: tuple[str, ...], port: int = 0):
+        upstream_host, upstream_port = upstream.rsplit(":", 1)
+        self.upstream = (upstream_host, int(upstream_port))
+        self.drop = {name.lower().encode() for name in drop}
+        self.dropped = 0  # headers left out so far (the test checks the proxy did its job)
+        self.listener = socket.create_server(("127.0.0.1", port))
+        self.endpoint = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self._sockets: list[socket.socket] = []
+        self._guard = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.create_connection(self.upstream)
+            with self._guard:
+                self._sockets += [client, upstream]
+            threading.Thread(target=self._requests, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _requests(self, client: socket.socket, upstream: socket.socket) -> None:
+        reader = client.makefile("rb")
+        try:
+            while True:
+                request_line = reader.readline()
+                if not request_line:
+                    break
+                head, length, chunked = [request_line], 0, False
+                while (line := reader.readline()) not in (b"\r\n", b"\n", b""):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() in self.drop:
+                        self.dropped += 1
+                        continue
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                    if name.strip().lower() == b"transfer-encoding":
+                        chunked = b"chunked" in value.lower()
+                    head.append(line)
+                upstream.sendall(b"".join(head) + b"\r\n")
+                if chunked:
+                    self._relay_chunked(reader, upstream)
+                else:
+                    self._relay(reader, upstream, length)
+        except OSError:
+            pass
+        finally:
+            try:
+                upstream.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    @staticmethod
+    def _relay(reader, upstream: socket.socket, length: int) -> None:
+        while length > 0:
+            data = reader.read1(min(length, 65536))
+            if not data:
+                raise OSError("client went away mid-body")
+            upstream.sendall(data)
+            length -= len(data)
+
+    def _relay_chunked(self, reader, upstream: socket.socket) -> None:
+        while True:
+            size_line = reader.readline()
+            upstream.sendall(size_line)
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                break
+            self._relay(reader, upstream, size + 2)  # the chunk and its CRLF
+        while (trailer := reader.readline()) not in (b"\r\n", b"\n", b""):
+            upstream.sendall(trailer)
+        upstream.sendall(b"\r\n")
+
+    def close(self) -> None:
+        self.listener.close()
+        with self._guard:
+            for sock in self._sockets:
+                try:
+                    sock.close()
+                except OSError:
+                    pass
