@@ -25,6 +25,7 @@ MINIO_ACCESS_KEY ?= minioadmin
 MINIO_SECRET_KEY ?= minioadmin
 MINIO_DATA       ?= $(CURDIR)/data/minio
 WORKERS          ?= 2
+# THREADS: TUS_WORKER=gthread only (the default gevent worker has no threads to size).
 THREADS          ?= 128
 export HOST PORT MINIO_ENDPOINT MINIO_ACCESS_KEY MINIO_SECRET_KEY MINIO_DATA WORKERS THREADS
 

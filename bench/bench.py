@@ -7,8 +7,9 @@ it (`-c python:tus_server.ops.gunicorn_conf`) and tusd with its S3 store on the 
 every row (bench/workloads.py) against each in turn and prints one Markdown table, with the
 targets of issue 12 as met / not met (also written to bench-results/latest.md).
 
-`--scale F` multiplies every size (1 GiB, 64 MiB, 10,000 listed uploads) and the
-creation-rate duration: 0.05 is a quick run. MB/s is 10^6 bytes per second. CPU s/GiB is the
+`--scale F` multiplies every size (1 GiB, 64 MiB, 10,000 listed uploads, the slow-clients
+row's 2,000 trickling PATCHes and 1,000 half-sent headers) and the creation-rate duration:
+0.05 is a quick run. MB/s is 10^6 bytes per second. CPU s/GiB is the
 user + system CPU time of the server's processes (tus-minio: gunicorn master + workers; tusd:
 its process) over the row, per GiB moved; MinIO's own CPU is in the notes. `--profile` runs
 py-spy against the app during an extra one-PATCH upload and download and writes "top"
@@ -44,7 +45,7 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-ONCE = {"listing", "leak_check"}  # slow, and not a rate: not repeated
+ONCE = {"listing", "leak_check", "slow_clients"}  # slow, and not a rate: not repeated
 
 
 def median_row(runs: list[Row]) -> Row:
@@ -174,6 +175,11 @@ def targets(rows: list[Row]) -> list[tuple[str, Optional[bool], str]]:
                     f"{value:.2f}x"))
     else:
         out.append(("listing page with 10,000 stored within 2x of with 100", None, ""))
+    slow = by.get("slow")
+    out.append(("slow clients: 10/10 fresh served within 1 s, every slow upload keeps its "
+                "bytes, peak RSS < 1 GiB (issue 18)",
+                slow.goals.get("ours") if slow else None,
+                slow.results["ours"].check.split(", peak RSS")[0] if slow else ""))
     failed = [f"{row.key}/{name}" for row in rows for name, r in row.results.items()
               if r.ok is False]
     out.append(("every transfer's SHA-256 verified", not failed, ", ".join(failed) or "all"))
@@ -264,6 +270,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         ctx = Context(app=app, tusd=tusd, client=client, minio_pid=minio.proc.pid,
                       blocks=Blocks(), workdir=workdir, size=size, each=each,
                       seconds=max(2.0, 10 * scale), listing_count=listing_count,
+                      trickles=max(20, int(2000 * scale)),
+                      half_headers=max(10, int(1000 * scale)),
                       make_app=make_app,
                       profile=profiler)
         runs: dict[str, list[Row]] = {}
@@ -301,7 +309,8 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"`{command}` (scale {scale:g}), {time.time() - started:.0f}s\n\n"
               f"Machine: {machine()}; client, servers and one MinIO (single drive) on it; "
               f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after. "
-              f"tus-minio: gunicorn with tus_server.ops.gunicorn_conf"
+              f"tus-minio: gunicorn with tus_server.ops.gunicorn_conf, "
+              f"TUS_WORKER={os.environ.get('TUS_WORKER') or 'gevent'}"
               + (f", {args.workers} workers" if args.workers else "")
               + (f", {args.threads} threads" if args.threads else "")
               + f". tusd {TUSD_VERSION}: S3 store, part size "

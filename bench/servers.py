@@ -84,7 +84,8 @@ class TusServer:
 
 
 class App(TusServer):
-    """tus-minio under gunicorn with the project's gunicorn settings (gthread)."""
+    """tus-minio under gunicorn with the project's gunicorn settings (`TUS_WORKER`, default
+    gevent; `threads` matters for gthread only)."""
 
     name = "tus-minio"
     has_repr_digest = True

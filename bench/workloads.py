@@ -20,8 +20,13 @@ from bench.bodies import (GIB, MIB, TUS, Blocks, GeneratedBody, HashingReader, c
                           write_file)
 from bench.meters import Meter, tree_rss
 from bench.servers import App, TusServer, Tusd
+from tests.slow_clients import SlowLoad, fresh_clients
 
 DIRECT_BUCKET = "bench-direct"
+# Seconds a fresh client of the slow-clients row may take before it counts as not served.
+SLOW_FRESH_TIMEOUT = 10.0
+# Seconds the slow clients are held open before the fresh clients come.
+SLOW_SETTLE = 7.0
 SERVERS = ("ours", "tusd", "direct")
 
 
@@ -53,6 +58,7 @@ class Row:
     note: str = ""
     higher_better: bool = True
     ratios: dict[str, float] = field(default_factory=dict)  # ours vs. key, when repeated
+    goals: dict[str, bool] = field(default_factory=dict)  # a row's own target, by server
 
 
 @dataclass
@@ -67,6 +73,8 @@ class Context:
     each: int              # "64 MiB", scaled
     seconds: float         # creation-rate duration
     listing_count: int     # "10,000", scaled
+    trickles: int = 2000   # slow-clients row: trickling PATCHes, scaled
+    half_headers: int = 1000  # and connections holding half-sent headers, scaled
     make_app: Callable[..., App] = None
     profile: Optional[Callable[[str], object]] = None   # row key -> context manager
     urls: dict[str, str] = field(default_factory=dict)  # one-PATCH uploads, for the download
@@ -391,5 +399,50 @@ def leak_check(ctx: Context, count: int = 100) -> Row:
     return row
 
 
+def slow_clients(ctx: Context, fresh: int = 10) -> Row:
+    """Fresh clients beside `ctx.trickles` trickling PATCHes (100 bytes, then a byte every 2 s)
+    and `ctx.half_headers` connections holding half-sent headers (issue 18), ours and tusd."""
+    row = Row("slow", f"{fresh} fresh clients (create, PATCH 256 KiB, HEAD) beside "
+              f"{ctx.trickles:,} trickling PATCHes + {ctx.half_headers:,} half-sent headers",
+              "ms", higher_better=False, note="slowest fresh client; bytes kept: HEAD of "
+              "every slow upload after it closed")
+    for name in ("ours", "tusd"):
+        load = SlowLoad(ctx.server(name).files_url, ctx.trickles, ctx.half_headers)
+        started = time.monotonic()
+        load.create_uploads()
+        created = time.monotonic() - started
+        with ctx.meter(name) as meter:
+            try:
+                load.open()
+                # Past the start (the server takes 3,000 connections and opens 2,000 uploads'
+                # locks) and before TUS_HEADER_TIMEOUT (10 s) lets the half-sent headers go.
+                load.hold(SLOW_SETTLE)
+                halves = load.halves_open()
+                served = fresh_clients(ctx.server(name).files_url, fresh, SLOW_FRESH_TIMEOUT)
+                cut = sum(t.cut for t in load.trickles)
+            finally:
+                load.close()
+        offsets = load.offsets()
+        kept = sum(str(sent) == got for sent, got in offsets.values())
+        ok = [f for f in served if f.ok]
+        within = sum(f.seconds <= 1.0 for f in ok)
+        worst = max((f.seconds for f in served), default=0.0)
+        errors = sorted({f.detail for f in served if not f.ok})
+        lost = [got for got in offsets.values() if str(got[0]) != got[1]]
+        row.results[name] = Result(
+            worst * 1000, rss=meter.server_peak_rss, rss_before=meter.rss.baseline.get("server"),
+            ok=kept == len(offsets),
+            check=f"{within}/{fresh} served within 1 s ({len(ok)} at all), {kept}/"
+                  f"{len(offsets)} kept their bytes, {cut} cut off, {halves} half-sent headers "
+                  f"open at the fresh clients, peak RSS {meter.server_peak_rss / MIB:.0f} MiB, "
+                  f"{len(offsets)} created in {created:.0f} s"
+                  + (f"; errors: {'; '.join(errors)[:200]}" if errors else "")
+                  + (f"; (sent, offset) of some that did not keep them: {lost[:4]}"
+                     if lost else ""))
+        row.goals[name] = within == fresh and kept == len(offsets) and \
+            meter.server_peak_rss < GIB
+    return row
+
+
 ROWS = [tuspy_patches, one_patch, download_row, concatenation, concurrent, creations,
-        listing, leak_check]
+        listing, leak_check, slow_clients]

@@ -221,6 +221,11 @@ class Settings:
     body_timeout: float = 60.0
     # Seconds a stopping worker gives running PATCHes to store what arrived and answer 503.
     shutdown_timeout: float = 10.0
+    # gevent worker: seconds a new connection has to send a request's headers in full, and
+    # the open connections per worker past which the one idle longest is closed (503 with
+    # Retry-After when every one is in a request).
+    header_timeout: float = 10.0
+    max_connections: int = 4000
     # Chunk buffers per PATCH: one receives while the others are being put to MinIO (2 = one
     # PUT in flight; more buffers let several chunk PUTs of one PATCH run side by side).
     write_buffers: int = 4
@@ -308,6 +313,8 @@ class Settings:
             handover_wait=_float(env, "TUS_HANDOVER_WAIT", defaults.handover_wait),
             body_timeout=_float(env, "TUS_BODY_TIMEOUT", defaults.body_timeout, 0.1),
             shutdown_timeout=_float(env, "TUS_SHUTDOWN_TIMEOUT", defaults.shutdown_timeout),
+            header_timeout=_float(env, "TUS_HEADER_TIMEOUT", defaults.header_timeout, 0.1),
+            max_connections=_int(env, "TUS_MAX_CONNECTIONS", defaults.max_connections, 1),
             retry_after=_int(env, "TUS_RETRY_AFTER", defaults.retry_after, 1),
             write_buffers=_int(env, "TUS_WRITE_BUFFERS", defaults.write_buffers, 2),
             uppy_dist=env.get("TUS_UPPY_DIST", defaults.uppy_dist),

@@ -1,5 +1,5 @@
 """`tus-minio serve`: the production server, gunicorn with the project's settings
-(`tus_server.ops.gunicorn_conf`: threaded workers, graceful PATCH shutdown, metrics), the
+(`tus_server.ops.gunicorn_conf`: gevent workers, graceful PATCH shutdown, metrics), the
 same command `make run` runs, against the MinIO at MINIO_ENDPOINT. It never starts MinIO.
 
 The process becomes gunicorn (`exec`): signals, the exit status and the process id are
@@ -25,7 +25,9 @@ SETTINGS_HELP = [
     ("HOST", "address to listen on (--host)", _DEFAULTS.host),
     ("PORT", "port to listen on (--port)", str(_DEFAULTS.port)),
     ("WORKERS", "gunicorn worker processes (--workers)", "2"),
-    ("THREADS", "threads per worker: the uploads it receives at once (--threads)", "128"),
+    ("TUS_WORKER", "gevent: a greenlet per connection; gthread: threads", "gevent"),
+    ("TUS_MAX_CONNECTIONS", "gevent: open connections per worker", str(_DEFAULTS.max_connections)),
+    ("THREADS", "gthread: threads per worker, the uploads it receives at once (--threads)", "128"),
     ("MINIO_ENDPOINT", "host:port of MinIO (or its balancer)", _DEFAULTS.minio_endpoint),
     ("MINIO_ACCESS_KEY", "MinIO access key", _DEFAULTS.minio_access_key),
     ("MINIO_SECRET_KEY", "MinIO secret key", _DEFAULTS.minio_secret_key),
@@ -65,7 +67,7 @@ def add_parser(sub) -> None:
                        help=f"port to listen on (env PORT; default {_DEFAULTS.port})")
     serve.add_argument("--workers", type=int, help="worker processes (env WORKERS; default 2)")
     serve.add_argument("--threads", type=int,
-                       help="threads per worker (env THREADS; default 128)")
+                       help="TUS_WORKER=gthread: threads per worker (env THREADS; default 128)")
     serve.add_argument("--no-access-log", action="store_true",
                        help="do not log every request on stdout")
     serve.add_argument("gunicorn_args", nargs=argparse.REMAINDER, metavar="-- GUNICORN_OPTION",

@@ -13,8 +13,10 @@ A chunked body whose framing is wrong (a size that is not 1*HEXDIG, one past 2**
 longer than its chunk) ends at the last well-framed byte with `malformed` set: the caller
 keeps what came before and answers 400, never storing framing as data.
 Every socket read of the server's own readers is routed through `_PatientSocket`, which waits
-for data in short polls: between polls it notices `stop()` (a lease hand-over, a worker
-shutting down) and `TUS_BODY_TIMEOUT` seconds of silence. A stopped body still takes what has
+for data until `stop()` (a lease hand-over, a worker shutting down) or `TUS_BODY_TIMEOUT`
+seconds of silence: under threads in short polls that look at the stop flag; under gevent (the
+default worker, a greenlet per connection) on one event-loop watcher that `stop()` cancels, so
+thousands of silent bodies cost no CPU. A stopped body still takes what has
 already arrived in the kernel's buffer, then ends; a cut connection ends it too, with
 `interrupted` set. Bytes returned before stay counted. A body not read to its end leaves its
 connection unusable, so it is closed after the response.
@@ -32,6 +34,8 @@ from typing import Optional
 from gunicorn.http.body import ChunkedReader
 from gunicorn.http.errors import InvalidChunkSize, ParseException
 from gunicorn.http.unreader import Unreader
+
+from .. import cooperative
 
 log = logging.getLogger("tus_server")
 
@@ -84,15 +88,20 @@ def answered(environ: dict) -> None:
 
 class _PatientSocket:
     """Stands in for the client socket inside the server's reader: waits for data in polls
-    of `POLL` seconds, so a stop or a silence timeout can end the wait; EOF once stopped and
-    drained. Everything else is the real socket's."""
+    of `POLL` seconds (threads) or until woken (gevent), so a stop or a silence timeout can end
+    the wait; EOF once stopped and drained. Everything else is the real socket's."""
 
     def __init__(self, sock, body: "RequestBody"):
         self._sock = sock
         self._body = body
+        self._stop_deadline: Optional[float] = None
+        # Under gevent: reads never block (timeout 0.0 while they try), waits are on `_waiter`.
+        self._waiter = cooperative.ReadWaiter(sock.fileno()) if cooperative.active() else None
+        if self._waiter is not None:
+            self._timeout = sock.gettimeout()
+            return
         self._poll = select.poll()
         self._poll.register(sock, select.POLLIN | select.POLLPRI)
-        self._stop_deadline: Optional[float] = None
         # The no-poll first try needs a plain blocking socket: TLS sockets take no recv flags,
         # and with a timeout Python would wait for readability before trying.
         self._plain = not isinstance(sock, ssl.SSLSocket) and sock.gettimeout() is None
@@ -121,7 +130,49 @@ class _PatientSocket:
             if time.monotonic() - silent_since >= self._body.timeout:
                 raise TimeoutError("request body silent")
 
+    # ----------------------------------------------------------------- under gevent
+    def _try(self, read, *args):
+        """One read that does not wait: its result, or None when nothing has arrived."""
+        self._sock.settimeout(0.0)
+        try:
+            return read(*args)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return None
+        finally:
+            self._sock.settimeout(self._timeout)
+
+    def _cooperative(self, read, *args):
+        """`read(*args)` once bytes arrive; None when the body ends here (stopped, drained)."""
+        silent_since = time.monotonic()
+        while True:
+            got = self._try(read, *args)
+            if got is not None:
+                return got
+            if self._body.stop_reason:  # as `_allowed`: what arrives without a pause, then end
+                if self._stop_deadline is None:
+                    self._stop_deadline = time.monotonic() + STOP_GRACE
+                left = self._stop_deadline - time.monotonic()
+                if left <= 0 or not self._waiter.wait(min(left, GAP)):
+                    return None
+                continue
+            left = self._body.timeout - (time.monotonic() - silent_since)
+            if left <= 0:
+                raise TimeoutError("request body silent")
+            self._waiter.wait(left)  # readable, silent for `left` s, or woken by stop()
+
+    def wake(self) -> None:
+        if self._waiter is not None:
+            self._waiter.wake()
+
+    def release(self) -> None:
+        if self._waiter is not None:
+            self._waiter.close()
+
+    # ----------------------------------------------------------------- the socket's reads
     def recv(self, size: int, *flags) -> bytes:
+        if self._waiter is not None:
+            got = self._cooperative(self._sock.recv, size, *flags)
+            return b"" if got is None else got
         if self._plain and not self._body.stop_reason:
             try:  # bytes already waiting: no poll() first (most reads of a fast upload)
                 return self._sock.recv(size, socket.MSG_DONTWAIT)
@@ -130,6 +181,9 @@ class _PatientSocket:
         return self._sock.recv(size, *flags) if self._allowed() else b""
 
     def recv_into(self, buffer, nbytes: int = 0, *flags) -> int:
+        if self._waiter is not None:
+            got = self._cooperative(self._sock.recv_into, buffer, nbytes, *flags)
+            return got or 0
         if self._plain and not self._body.stop_reason:
             try:
                 return self._sock.recv_into(buffer, nbytes, socket.MSG_DONTWAIT)
@@ -354,6 +408,8 @@ class RequestBody:
         after taking what already arrived."""
         if self.stop_reason is None:
             self.stop_reason = reason
+            if self._sock is not None:
+                self._sock.wake()
 
     def close(self) -> None:
         """Done with the body: a connection whose body was not read to the end is closed."""
@@ -362,6 +418,7 @@ class RequestBody:
             owner, attribute, original = self._restore
             setattr(owner, attribute, original)
             self._restore = None
+            self._sock.release()
         if not self.complete or self.stop_reason:
             if hasattr(self._input, "failed"):
                 self._input.failed = True  # gunicorn closes instead of reusing the connection

@@ -3,7 +3,8 @@
 gunicorn parses the request line and headers itself and answers oversized ones (431, 414) with
 an HTML page and no `Tus-Resumable`, so a tus client sees markup it cannot show and no sign it
 reached a tus server. Only those limit errors are answered here; every other error keeps
-gunicorn's own handling (and its access log line).
+gunicorn's own handling (and its access log line). The gevent worker (`gevent_worker.py`, the
+default) answers them the same way.
 """
 from __future__ import annotations
 
@@ -14,16 +15,19 @@ from gunicorn.workers.gthread import ThreadWorker
 TUS_VERSION = "1.0.0"  # errors.TUS_VERSION, not imported: the worker must not load Flask early
 
 
-def plain_error(status: int, reason: str, text: str) -> bytes:
+def plain_error(status: int, reason: str, text: str, headers: dict | None = None) -> bytes:
     body = (text + "\n").encode("latin-1", "replace")
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
             "Content-Type: text/plain; charset=utf-8\r\n"
-            f"Tus-Resumable: {TUS_VERSION}\r\nCache-Control: no-store\r\n"
+            f"Tus-Resumable: {TUS_VERSION}\r\nCache-Control: no-store\r\n{extra}"
             f"Content-Length: {len(body)}\r\n\r\n")
     return head.encode("latin-1") + body
 
 
-class TusThreadWorker(ThreadWorker):
+class PlainLimitErrors:
+    """Mixed into a gunicorn worker: 431 and 414 in plain text, with `Tus-Resumable`."""
+
     def handle_error(self, req, client, addr, exc):
         if isinstance(exc, LimitRequestHeaders):
             answer = plain_error(431, "Request Header Fields Too Large",
@@ -37,3 +41,7 @@ class TusThreadWorker(ThreadWorker):
             write_nonblock(client, answer)
         except Exception:
             self.log.debug("Failed to send error message.")
+
+
+class TusThreadWorker(PlainLimitErrors, ThreadWorker):
+    """`TUS_WORKER=gthread`: a thread per connection that sends a request (`THREADS` each)."""

@@ -14,6 +14,7 @@ import logging
 import signal
 import time
 
+from .. import cooperative
 from ..config import Settings
 
 log = logging.getLogger("tus_server")
@@ -52,6 +53,15 @@ def install(worker, settings: Settings | None = None) -> None:
             original(signum, frame)
         return handler
 
-    signal.signal(signal.SIGTERM, wrap(worker.handle_exit))
-    signal.signal(signal.SIGINT, wrap(worker.handle_quit))
-    signal.signal(signal.SIGQUIT, wrap(worker.handle_quit))
+    def deferred(handler):
+        # Under gevent a signal handler may run in the event loop itself, where nothing may
+        # wait: the waiting part runs in a greenlet of its own (as gunicorn's handle_quit does).
+        if not cooperative.active():
+            return handler
+        import gevent
+
+        return lambda signum, frame: gevent.spawn(handler, signum, frame)
+
+    signal.signal(signal.SIGTERM, deferred(wrap(worker.handle_exit)))
+    signal.signal(signal.SIGINT, deferred(wrap(worker.handle_quit)))
+    signal.signal(signal.SIGQUIT, deferred(wrap(worker.handle_quit)))

@@ -9,8 +9,9 @@ writes in `writer.py` keep a stale holder from changing what a later one stored.
 
 Hand-over (as tusd does it): a request that finds the lock held by a live holder sets
 `"release": true` in it (a conditional PUT), or, when the holder is in this process, tells it
-directly. The holder's keeper sees the mark at its next poll (about once a second), stops the
-body read, stores what arrived, and deletes the lock; the waiting request then takes it.
+directly. The holder's keeper sees the mark at its next poll (about once a second; every few
+seconds when the process holds thousands of leases, `KEEPER_READS_PER_SECOND`), stops the body
+read, stores what arrived, and deletes the lock; the waiting request then takes it.
 A holder that does not answer within `TUS_HANDOVER_WAIT` seconds leaves the waiter with 423;
 a holder that died is taken over once its lease ran out.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 import uuid
@@ -34,6 +36,11 @@ log = logging.getLogger("tus_server.store")
 RELEASE_MARGIN = 2.0
 # Seconds between a waiting request's looks at the lock object.
 WAIT_STEP = 0.05
+# Looks at their lock objects per second that the keepers of one process take together at
+# most: with thousands of slow uploads open (the gevent worker), each keeper looks less often
+# than once a second instead of flooding MinIO (renewals, every third of the lease, still
+# notice a changed lock too).
+KEEPER_READS_PER_SECOND = 100.0
 
 # Leases held by this process, by holder id: a request here hands over in memory.
 _held: dict[str, "Lease"] = {}
@@ -141,10 +148,12 @@ class Lease:
 
     def _keep(self) -> None:
         """Renew every third of the lease; between renewals, poll for a hand-over request."""
-        poll = min(1.0, self.lease_seconds / 4)
         renew_every = self.lease_seconds / 3
         last_renewal = time.monotonic()
-        while not self._done.wait(poll) and not self.lost:
+        # Pauses vary by a quarter either way: keepers of leases taken together drift apart
+        # instead of all looking in the same instant.
+        while not self._done.wait(self._poll_interval() * random.uniform(0.75, 1.25)) \
+                and not self.lost:
             try:
                 if time.monotonic() - last_renewal >= renew_every:
                     etag = self._put_lock(if_match=self.etag)
@@ -165,6 +174,14 @@ class Lease:
                 # somebody may take the upload, so stop here too.
                 if time.time() > self.expires_at:
                     self._stop("lost")
+
+    def _poll_interval(self) -> float:
+        """About a second; longer once this process holds more leases than its keepers may
+        look at each second (never past a renewal)."""
+        with _held_guard:
+            held = len(_held)
+        base = min(1.0, self.lease_seconds / 4)
+        return min(max(base, held / KEEPER_READS_PER_SECOND), self.lease_seconds / 3)
 
     def release(self, keep_object: bool = False) -> None:
         self._done.set()

@@ -25,6 +25,7 @@ from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
 from ..config import Settings
+from ..cooperative import offload
 from .digests import DigestPasses, RunningHashes
 from .layout import (  # noqa: F401  (names tests and tools import from here)
     INDEX_PREFIX,
@@ -329,7 +330,7 @@ class MinioStore:
             return
         hasher = hashlib.sha256()
         for piece in self.open(upload_id, 0, info.length or 0, info):
-            hasher.update(piece)
+            offload(hasher.update, piece)  # a whole chunk: off the event loop under gevent
         with self.locked(upload_id, wait=30.0):
             info, etag = self.objects.read_info(upload_id)
             if info.sha256:  # another process's pass got there first

@@ -33,6 +33,7 @@ from minio.credentials import Credentials
 from minio.error import MinioException, S3Error
 from minio.signer import sign_v4_s3
 
+from .. import cooperative
 from ..config import Settings
 from .layout import INFO_NAME, location
 from .store import StorageUnavailable, UploadInfo, UploadNotFound, WriteFenced
@@ -90,7 +91,9 @@ class Objects:
     def __init__(self, settings: Settings, client: Optional[Minio] = None):
         self.settings = settings
         self.http = CountingPool(
-            maxsize=64,
+            # Under gevent a worker has many more requests in flight: a larger pool keeps
+            # bursts (every open upload's lease renewal) from opening and discarding connections.
+            maxsize=256 if cooperative.active() else 64,
             timeout=urllib3.Timeout(connect=3.0, read=120.0),
             retries=urllib3.Retry(total=2, backoff_factor=0.2,
                                   status_forcelist=[500, 502, 503, 504]),
