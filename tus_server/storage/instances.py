@@ -35,28 +35,15 @@ from email.utils import parsedate_to_datetime
 from typing import Optional
 
 import urllib3
-from minio.error import S3Error
-
 from ..config import Settings
-from .objects import Objects, storage_errors
+from .objects import Objects
+from .system import SystemBucket
 
 log = logging.getLogger("tus_server.store")
 
 PREFIX = "instances/"
 # Seconds a verdict on another instance is reused (a waiter polls the lock every 50 ms).
 VERDICT_TTL = 0.25
-
-
-def ensure_bucket(objects: Objects, bucket: str) -> None:
-    """Create `bucket` unless it exists (another process may create it at the same moment)."""
-    client = objects.client
-    with storage_errors():
-        if not client.bucket_exists(bucket):
-            try:
-                client.make_bucket(bucket)
-            except S3Error as exc:
-                if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                    raise
 
 
 class Heartbeat:
@@ -78,7 +65,7 @@ class Heartbeat:
 
     def start(self) -> "Heartbeat":
         """Write the first heartbeat before any lock can name this instance."""
-        ensure_bucket(self.objects, self.bucket)
+        SystemBucket(self.objects, self.bucket).ensure()
         self._beat()
         self._thread.start()
         return self
@@ -110,10 +97,10 @@ class Heartbeat:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         try:
-            with storage_errors():
-                self.objects.client.remove_object(self.bucket, self.key)
-        except Exception:  # it goes stale on its own
-            log.warning("heartbeat object not removed instance=%s", self.id)
+            self.objects.client.remove_object(self.bucket, self.key)
+        except Exception as exc:  # MinIO stopped first: the object goes stale on its own
+            log.info("heartbeat object not removed instance=%s (%s)", self.id,
+                     type(exc).__name__)
 
 
 # One heartbeat per process and system bucket; a forked child starts its own.
