@@ -31,15 +31,17 @@ wait_for() {  # URL WHAT LOG
   exit 1
 }
 
-# nginx from a template: @LISTEN@, @RUN_DIR@, and one `server` line per address after NAME.
-nginx_start() {  # NAME LISTEN FAIL_TIMEOUT ADDRESS...
-  local name="$1" listen="$2" fail_timeout="$3" servers=""
-  shift 3
-  for address in "$@"; do
-    servers+="        server $address max_fails=1 fail_timeout=$fail_timeout;\n"
-  done
-  sed -e "s|@LISTEN@|$listen|g" -e "s|@RUN_DIR@|$run|g" -e "s|@SERVERS@|$servers|" \
-    "deploy/nginx-$name.conf" > "$run/nginx-$name.conf"
+# nginx from a template: the listen address, the run directory, and its `server` line once
+# per address.
+nginx_start() {  # NAME LISTEN ADDRESS...
+  local name="$1" listen="$2"
+  shift 2
+  awk -v listen="$listen" -v run="$run" -v servers="$*" '
+    /@SERVER@/ { n = split(servers, s, " ")
+                 for (i = 1; i <= n; i++) { line = $0; sub(/@SERVER@/, s[i], line); print line }
+                 next }
+    { gsub(/@LISTEN@/, listen); gsub(/@RUN_DIR@/, run); print }
+  ' "deploy/nginx-$name.conf" > "$run/nginx-$name.conf"
   local args=(-e "$run/nginx-$name-error.log" -p "$run" -c "$run/nginx-$name.conf")
   "$NGINX" "${args[@]}" -t -q || exit 1
   "$NGINX" "${args[@]}" -g 'daemon off;' &
@@ -65,7 +67,7 @@ for n in $(seq 1 $NODES); do
   pids+=($!)
 done
 minio_endpoint="$ip:$MINIO_PORT"
-nginx_start minio "$minio_endpoint" 5s "${nodes[@]}"
+nginx_start minio "$minio_endpoint" "${nodes[@]}"
 wait_for "http://$minio_endpoint/minio/health/cluster" "the MinIO cluster" \
   "$CLUSTER_DATA/minio-node*.log"
 
@@ -78,7 +80,7 @@ for n in $(seq 1 "$INSTANCES"); do
     ./scripts/run.sh > "$CLUSTER_DATA/instance$n.log" 2>&1 &
   pids+=($!)
 done
-nginx_start app "$ip:$PORT" 3s "${instances[@]}"
+nginx_start app "$ip:$PORT" "${instances[@]}"
 for n in $(seq 1 "$INSTANCES"); do
   wait_for "http://${instances[n-1]}/healthz" "instance $n" "$CLUSTER_DATA/instance$n.log"
 done

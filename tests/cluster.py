@@ -1,0 +1,213 @@
+"""The scale-out deployment on loopback, for tests: four MinIO nodes (one drive each, EC:2)
+behind nginx, app instances under gunicorn behind a second nginx, configured from deploy/'s
+nginx templates (the ones `make cluster` uses). Every process can be SIGKILLed and started
+again on its port.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional
+
+import requests
+from minio import Minio
+from minio.deleteobjects import DeleteObject
+
+from tus_server.config import Settings
+from tus_server.storage.instances import PREFIX as INSTANCES_PREFIX
+
+from .conftest import GunicornServer
+from .minio_process import ACCESS_KEY, ROOT, SECRET_KEY, MinioProcess, free_port
+
+NODES = 4
+
+
+def nginx_binary() -> str:
+    found = os.environ.get("TUS_NGINX") or shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.access(found, os.X_OK):
+        raise RuntimeError("no nginx: run `make nginx` (Debian's nginx package)")
+    return found
+
+
+def wait_until(check, timeout: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (requests.RequestException, OSError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not come up in {timeout} s; see {log}")
+
+
+class ClusterNode(MinioProcess):
+    """One node of a distributed MinIO: one drive, the endpoints of all nodes."""
+
+    def __init__(self, data_dir: Path, port: int, endpoints: list[str]):
+        super().__init__(data_dir, drives=1, port=port)
+        self.endpoints = endpoints
+
+    def drive_args(self) -> list[str]:
+        return self.endpoints
+
+    def env(self) -> dict:
+        # For trying it on one machine only (deploy/README.md): the node's own loopback
+        # endpoint, and drive folders on the root disk.
+        return dict(super().env(), _MINIO_SERVER_LOCAL=self.endpoint, MINIO_CI_CD="1",
+                    MINIO_STORAGE_CLASS_STANDARD="EC:2")
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+class Nginx:
+    """nginx from a deploy/ template, in the foreground of its own process group."""
+
+    def __init__(self, name: str, run_dir: Path, servers: list[str]):
+        self.name = name
+        self.run_dir = run_dir
+        self.servers = servers
+        self.port = free_port()
+        self.proc: Optional[subprocess.Popen] = None
+        self.error_log = run_dir / f"nginx-{name}-error.log"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def render(self) -> Path:
+        lines = []
+        for line in (ROOT / "deploy" / f"nginx-{self.name}.conf").read_text().splitlines():
+            if "@SERVER@" in line:
+                lines += [line.replace("@SERVER@", server) for server in self.servers]
+            else:
+                lines.append(line.replace("@LISTEN@", self.address)
+                             .replace("@RUN_DIR@", str(self.run_dir)))
+        conf = self.run_dir / f"nginx-{self.name}.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        return conf
+
+    def start(self) -> "Nginx":
+        conf = self.render()
+        self.proc = subprocess.Popen(
+            [nginx_binary(), "-e", str(self.error_log), "-p", str(self.run_dir), "-c", str(conf),
+             "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL, stderr=open(self.error_log, "ab"),
+            start_new_session=True)
+
+        def listening():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nginx exited; see {self.error_log}")
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        wait_until(listening, 10, f"nginx {self.name}", self.error_log)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=20)
+        self.proc = None
+
+
+class Cluster:
+    """4 MinIO nodes + nginx, `instances` app instances (gunicorn, one worker each) + nginx."""
+
+    def __init__(self, base: Path, instances: int = 2, chunk_size: int = 5 * 1024 * 1024):
+        self.base = base
+        run = base / "run"
+        run.mkdir(parents=True, exist_ok=True)
+        ports = [free_port() for _ in range(NODES)]
+        endpoints = [f"http://127.0.0.1:{port}{base}/node{n}/drive"
+                     for n, port in enumerate(ports, 1)]
+        self.nodes = [ClusterNode(base / f"node{n}", port, endpoints)
+                      for n, port in enumerate(ports, 1)]
+        self.minio_lb = Nginx("minio", run, [node.endpoint for node in self.nodes])
+        self.settings = Settings(
+            minio_endpoint=self.minio_lb.address, minio_access_key=ACCESS_KEY,
+            minio_secret_key=SECRET_KEY, cleanup_interval=0, layout="bucket",
+            chunk_size=chunk_size, retry_after=1)
+        self.instances = [GunicornServer(self.settings, base, free_port(),
+                                         extra_env={"TUS_BEHIND_PROXY": "1"})
+                          for _ in range(instances)]
+        self.app_lb = Nginx("app", run, [f"127.0.0.1:{i.port}" for i in self.instances])
+        self.client = Minio(self.minio_lb.address, access_key=ACCESS_KEY,
+                            secret_key=SECRET_KEY, secure=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.app_lb.address}"
+
+    def start(self) -> "Cluster":
+        for node in self.nodes:
+            node.start(wait=False)
+        self.minio_lb.start()
+        self.wait_for_quorum()
+        for instance in self.instances:
+            instance.start()
+        self.app_lb.start()
+        return self
+
+    def wait_for_quorum(self, timeout: float = 90) -> None:
+        """`/minio/health/cluster` is 200 once the cluster can take writes."""
+        url = f"http://{self.minio_lb.address}/minio/health/cluster"
+        wait_until(lambda: requests.get(url, timeout=2).status_code == 200, timeout,
+                   "the MinIO cluster's write quorum", self.nodes[0].log_path)
+
+    def stop(self) -> None:
+        self.app_lb.stop()
+        for instance in self.instances:
+            instance.kill(signal.SIGTERM)
+        self.minio_lb.stop()
+        for node in self.nodes:
+            node.stop()
+
+    # ----------------------------------------------------------------- state
+    def wipe(self) -> None:
+        """Remove every upload (their buckets), so that runs do not see each other's."""
+        for bucket in self.client.list_buckets():
+            if not bucket.name.startswith("tus-"):
+                continue
+            names = [o.object_name for o in self.client.list_objects(bucket.name,
+                                                                     recursive=True)]
+            if names:
+                list(self.client.remove_objects(bucket.name, [DeleteObject(n) for n in names]))
+            self.client.remove_bucket(bucket.name)
+
+    def lock_instance(self, upload_id: str) -> Optional[str]:
+        """The instance id named by an upload's lock, None when nobody holds it."""
+        try:
+            response = self.client.get_object(upload_id, ".tus/lock")
+        except Exception:
+            return None
+        try:
+            return json.loads(response.read()).get("instance")
+        except ValueError:
+            return None
+        finally:
+            response.close()
+            response.release_conn()
+
+    def instance_by_heartbeat(self, instance_id: str) -> Optional[GunicornServer]:
+        """The app instance whose worker writes heartbeat `instance_id`."""
+        try:
+            response = self.client.get_object(self.settings.system_bucket,
+                                              INSTANCES_PREFIX + instance_id)
+        except Exception:
+            return None
+        try:
+            pid = json.loads(response.read())["pid"]
+        finally:
+            response.close()
+            response.release_conn()
+        for instance in self.instances:
+            if instance.proc is not None and pid in instance.worker_pids():
+                return instance
+        return None
