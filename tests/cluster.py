@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -18,14 +19,30 @@ from typing import Optional
 import requests
 from minio import Minio
 from minio.deleteobjects import DeleteObject
+from minio.error import S3Error
 
 from tus_server.config import Settings
 from tus_server.storage.instances import PREFIX as INSTANCES_PREFIX
 
 from .conftest import GunicornServer
-from .minio_process import ACCESS_KEY, ROOT, SECRET_KEY, MinioProcess, free_port
+from .minio_process import ACCESS_KEY, ROOT, SECRET_KEY, MinioProcess
 
 NODES = 4
+# Ports below Linux's ephemeral range (32768-60999): a killed node's port must still be free
+# when it starts again, and outgoing connections (of every process on the machine) take
+# their local ports from that range.
+PORTS = range(20000, 32000)
+
+
+def stable_port() -> int:
+    while True:
+        port = random.choice(PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def nginx_binary() -> str:
@@ -52,6 +69,7 @@ class ClusterNode(MinioProcess):
 
     def __init__(self, data_dir: Path, port: int, endpoints: list[str]):
         super().__init__(data_dir, drives=1, port=port)
+        self.console_port = stable_port()
         self.endpoints = endpoints
 
     def drive_args(self) -> list[str]:
@@ -74,7 +92,7 @@ class Nginx:
         self.name = name
         self.run_dir = run_dir
         self.servers = servers
-        self.port = free_port()
+        self.port = stable_port()
         self.proc: Optional[subprocess.Popen] = None
         self.error_log = run_dir / f"nginx-{name}-error.log"
 
@@ -124,7 +142,7 @@ class Cluster:
         self.base = base
         run = base / "run"
         run.mkdir(parents=True, exist_ok=True)
-        ports = [free_port() for _ in range(NODES)]
+        ports = [stable_port() for _ in range(NODES)]
         endpoints = [f"http://127.0.0.1:{port}{base}/node{n}/drive"
                      for n, port in enumerate(ports, 1)]
         self.nodes = [ClusterNode(base / f"node{n}", port, endpoints)
@@ -134,7 +152,7 @@ class Cluster:
             minio_endpoint=self.minio_lb.address, minio_access_key=ACCESS_KEY,
             minio_secret_key=SECRET_KEY, cleanup_interval=0, layout="bucket",
             chunk_size=chunk_size, retry_after=1)
-        self.instances = [GunicornServer(self.settings, base, free_port(),
+        self.instances = [GunicornServer(self.settings, base, stable_port(),
                                          extra_env={"TUS_BEHIND_PROXY": "1"})
                           for _ in range(instances)]
         self.app_lb = Nginx("app", run, [f"127.0.0.1:{i.port}" for i in self.instances])
@@ -146,13 +164,17 @@ class Cluster:
         return f"http://{self.app_lb.address}"
 
     def start(self) -> "Cluster":
-        for node in self.nodes:
-            node.start(wait=False)
-        self.minio_lb.start()
-        self.wait_for_quorum()
-        for instance in self.instances:
-            instance.start()
-        self.app_lb.start()
+        try:
+            for node in self.nodes:
+                node.start(wait=False)
+            self.minio_lb.start()
+            self.wait_for_quorum()
+            for instance in self.instances:
+                instance.start()
+            self.app_lb.start()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def wait_for_quorum(self, timeout: float = 90) -> None:
@@ -173,13 +195,20 @@ class Cluster:
     def wipe(self) -> None:
         """Remove every upload (their buckets), so that runs do not see each other's."""
         for bucket in self.client.list_buckets():
-            if not bucket.name.startswith("tus-"):
-                continue
-            names = [o.object_name for o in self.client.list_objects(bucket.name,
-                                                                     recursive=True)]
-            if names:
-                list(self.client.remove_objects(bucket.name, [DeleteObject(n) for n in names]))
-            self.client.remove_bucket(bucket.name)
+            if bucket.name.startswith("tus-"):
+                for _ in range(10):  # a request of the last run may still be putting
+                    names = [o.object_name for o in self.client.list_objects(bucket.name,
+                                                                             recursive=True)]
+                    if names:
+                        list(self.client.remove_objects(bucket.name,
+                                                        [DeleteObject(n) for n in names]))
+                    try:
+                        self.client.remove_bucket(bucket.name)
+                        break
+                    except S3Error as exc:
+                        if exc.code != "BucketNotEmpty":
+                            raise
+                        time.sleep(0.5)
 
     def lock_instance(self, upload_id: str) -> Optional[str]:
         """The instance id named by an upload's lock, None when nobody holds it."""
@@ -211,3 +240,27 @@ class Cluster:
             if instance.proc is not None and pid in instance.worker_pids():
                 return instance
         return None
+
+    def minio_log_mark(self) -> int:
+        log = self.minio_lb.run_dir / "nginx-minio-access.log"
+        return log.stat().st_size if log.exists() else 0
+
+    def slow_minio_requests(self, since: int, seconds: float = 5.0) -> list[str]:
+        """MinIO requests (from nginx's access log, after offset `since`) that took longer
+        than `seconds`: "<method> <key> <seconds> s on <node>"."""
+        slow = []
+        with open(self.minio_lb.run_dir / "nginx-minio-access.log", "rb") as log:
+            log.seek(since)
+            for line in log.read().decode(errors="replace").splitlines():
+                fields = dict(f.split("=", 1) for f in line.split() if "=" in f and
+                              f.split("=", 1)[0] in ("rt", "upstream"))
+                try:
+                    took = float(fields.get("rt", "0"))
+                except ValueError:
+                    continue
+                if took > seconds:
+                    method, target = line.split('"')[1].split()[:2]
+                    slow.append(f"{method} {target.split('?')[0]} {took:.1f} s on "
+                                f"{fields.get('upstream', '?')}")
+        return slow
+

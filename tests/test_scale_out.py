@@ -127,6 +127,7 @@ def serving_instance(cluster: Cluster, clients: list[Client], timeout: float = 5
 @pytest.mark.parametrize("run", range(RUNS))
 def test_node_and_instance_killed_together_mid_upload(cluster, tmp_path, run):
     cluster.wipe()
+    mark = cluster.minio_log_mark()
     datas = [file_data(run, n) for n in range(CLIENTS)]
     clients = []
     for n, data in enumerate(datas):
@@ -168,13 +169,14 @@ def test_node_and_instance_killed_together_mid_upload(cluster, tmp_path, run):
             if got != expected:
                 lost.append(f"client {n} via {via}: {got} after {received} bytes")
     stall = max(c.longest_stall() for c in clients)
+    slow = cluster.slow_minio_requests(mark)  # where a stall came from, if one did
     summary.append({"lost": len(lost), "stall": stall})
     print(f"run {run}: killed instance {victim.port} and node {node.port} at offsets "
-          f"{at_kill}; longest stall {stall:.2f} s; lost: {lost}")
+          f"{at_kill}; longest stall {stall:.2f} s; lost: {lost}; slow MinIO requests: {slow}")
 
-    assert not lost, lost
+    assert not lost, (lost, slow)
     # A bound on correctness, not a speed figure: a longer wait outlasts the default retry
     # schedules of tus-js-client and Uppy (0, 1, 3, 5 s).
-    assert stall < STALL_LIMIT, [round(c.longest_stall(), 2) for c in clients]
+    assert stall < STALL_LIMIT, ([round(c.longest_stall(), 2) for c in clients], slow)
     assert requests.head(f"{cluster.url}/files/{clients[0].upload_id}",
                          headers=TUS).headers["Upload-Offset"] == str(SIZE)

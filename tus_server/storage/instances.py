@@ -44,6 +44,8 @@ log = logging.getLogger("tus_server.store")
 PREFIX = "instances/"
 # Seconds a verdict on another instance is reused (a waiter polls the lock every 50 ms).
 VERDICT_TTL = 0.25
+# Timeouts of heartbeat requests: an answer later than this says nothing useful.
+QUICK = urllib3.Timeout(connect=2.0, read=2.0)
 
 
 class Heartbeat:
@@ -71,9 +73,18 @@ class Heartbeat:
         return self
 
     def _beat(self) -> None:
+        """One unconditional PUT, given up after a few seconds: a key whose last write was
+        being committed by a MinIO node that died stays locked inside MinIO for a minute or
+        two (its lock servers expire stale locks that late), and a heartbeat blocked that
+        long would only make this instance look dead for longer."""
         self.writes += 1
-        self.objects.put_in_bucket(self.bucket, self.key, self._body,
-                                   {"Content-Type": "application/json"}, context="heartbeat")
+        url = self.objects.client.get_presigned_url("PUT", self.bucket, self.key,
+                                                    expires=timedelta(minutes=15))
+        response = self.objects.http.request(
+            "PUT", url, body=self._body, headers={"Content-Type": "application/json"},
+            retries=False, timeout=QUICK)
+        if response.status != 200:
+            raise OSError(f"PUT answered {response.status}")
 
     def _run(self) -> None:
         next_at = time.monotonic() + self.interval
@@ -177,8 +188,7 @@ class Instances:
         url = self.objects.client.get_presigned_url("HEAD", self.bucket, PREFIX + instance,
                                                     expires=timedelta(minutes=15))
         try:
-            response = self.objects.http.request("HEAD", url, retries=False,
-                                                 timeout=urllib3.Timeout(connect=2, read=2))
+            response = self.objects.http.request("HEAD", url, retries=False, timeout=QUICK)
         except (urllib3.exceptions.HTTPError, OSError):
             return None
         if response.status == 404:
