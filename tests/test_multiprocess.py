@@ -16,6 +16,7 @@ import pytest
 import requests
 from tusclient import client as tus_client
 
+from tus_server.config import ConfigError, Settings
 from tus_server.storage.instances import PREFIX as INSTANCES_PREFIX
 from tus_server.storage.minio_backend import LOCK_NAME
 
@@ -294,3 +295,12 @@ def test_gunicorn_with_two_workers_completes_a_tuspy_upload(gunicorn_server, tmp
     assert got.status_code == 200
     assert sha256(got.content) == sha256(data)
     assert wait_for_repr_digest(uploader.url) == repr_digest(data)
+
+
+def test_heartbeat_timeout_must_leave_room_above_the_interval():
+    # HTTP dates count whole seconds: a live heartbeat can look a second older than it is.
+    with pytest.raises(ConfigError):
+        Settings.from_env({"TUS_HEARTBEAT_INTERVAL": "1", "TUS_HEARTBEAT_TIMEOUT": "2"})
+    assert Settings.from_env({"TUS_HEARTBEAT_INTERVAL": "2",
+                              "TUS_HEARTBEAT_TIMEOUT": "4"}).heartbeat_timeout == 4
+    assert Settings.from_env({"TUS_HEARTBEAT_INTERVAL": "0"}).heartbeat_interval == 0

@@ -46,6 +46,8 @@ PREFIX = "instances/"
 VERDICT_TTL = 0.25
 # Timeouts of heartbeat requests: an answer later than this says nothing useful.
 QUICK = urllib3.Timeout(connect=2.0, read=2.0)
+# Seconds before a heartbeat that could not start (MinIO away) is tried again.
+START_BACKOFF = 5.0
 
 
 class Heartbeat:
@@ -118,6 +120,7 @@ class Heartbeat:
 _beats: dict[tuple[str, str], Heartbeat] = {}
 _beats_guard = threading.Lock()
 _stopped = False
+_failed_at: dict[tuple[str, str], float] = {}  # when a heartbeat last failed to start
 
 
 def stop_all() -> None:
@@ -158,9 +161,12 @@ class Instances:
             beat = _beats.get(slot)
             if beat is not None and beat.pid == os.getpid():
                 return beat.id
+            if time.monotonic() - _failed_at.get(slot, -START_BACKOFF) < START_BACKOFF:
+                return None
             try:
                 beat = Heartbeat(self.objects, self.settings).start()
             except Exception as exc:
+                _failed_at[slot] = time.monotonic()
                 log.warning("heartbeat could not start (%s); locks rely on TUS_LOCK_LEASE", exc)
                 return None
             _beats[slot] = beat

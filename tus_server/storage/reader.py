@@ -139,7 +139,7 @@ class ChunkReader:
                 response = client.get_object(bucket, key, offset=start, length=hi - start)
             etag = response.headers.get("ETag")
             if got.etag is not None and etag != got.etag:  # replaced meanwhile: start over
-                got.__init__()
+                got.reset()
                 raise _ReadFailed("the chunk changed between two attempts")
             if got.size == 0:
                 got.etag = etag
@@ -167,6 +167,9 @@ class _Received:
     """What the attempts at one chunk read have brought so far."""
 
     def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
         self.pieces: list[bytes] = []
         self.size = 0
         self.etag = self.crc = self.sha = None
