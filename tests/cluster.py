@@ -131,8 +131,19 @@ class Nginx:
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=20)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
         self.proc = None
+
+
+def stop_instance(instance: GunicornServer) -> None:
+    try:
+        instance.kill(signal.SIGTERM)
+    except subprocess.TimeoutExpired:
+        instance.kill(signal.SIGKILL)
 
 
 class Cluster:
@@ -184,12 +195,13 @@ class Cluster:
                    "the MinIO cluster's write quorum", self.nodes[0].log_path)
 
     def stop(self) -> None:
-        self.app_lb.stop()
-        for instance in self.instances:
-            instance.kill(signal.SIGTERM)
-        self.minio_lb.stop()
-        for node in self.nodes:
-            node.stop()
+        """Stop everything, front to back; a process that does not stop in time is killed."""
+        for stop in ([self.app_lb.stop] + [lambda i=i: stop_instance(i) for i in self.instances]
+                     + [self.minio_lb.stop] + [node.stop for node in self.nodes]):
+            try:
+                stop()
+            except Exception as exc:  # the others must still stop
+                print(f"cluster teardown: {exc!r}")
 
     # ----------------------------------------------------------------- state
     def wipe(self) -> None:
