@@ -5,6 +5,7 @@ again on its port.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 import requests
+import urllib3
 from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
@@ -58,7 +60,7 @@ def wait_until(check, timeout: float, what: str, log: Path) -> None:
         try:
             if check():
                 return
-        except (requests.RequestException, OSError):
+        except (requests.RequestException, OSError, S3Error, urllib3.exceptions.HTTPError):
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{what} did not come up in {timeout} s; see {log}")
@@ -193,6 +195,22 @@ class Cluster:
         url = f"http://{self.minio_lb.address}/minio/health/cluster"
         wait_until(lambda: requests.get(url, timeout=2).status_code == 200, timeout,
                    "the MinIO cluster's write quorum", self.nodes[0].log_path)
+
+    def wait_for_writes(self, timeout: float = 90) -> None:
+        """Until every node takes a write itself: a node that just rejoined answers 503 for
+        a while after the cluster's health check says yes, and the next run must not start
+        with two nodes out."""
+        for node in self.nodes:
+            client = Minio(node.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY,
+                           secure=False)
+
+            def writes():
+                if not client.bucket_exists(self.settings.system_bucket):
+                    client.make_bucket(self.settings.system_bucket)
+                client.put_object(self.settings.system_bucket, f"probe/{node.port}",
+                                  io.BytesIO(b"ok"), 2)
+                return True
+            wait_until(writes, timeout, f"writes through node {node.port}", node.log_path)
 
     def stop(self) -> None:
         """Stop everything, front to back; a process that does not stop in time is killed."""

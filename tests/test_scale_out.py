@@ -126,6 +126,7 @@ def serving_instance(cluster: Cluster, clients: list[Client], timeout: float = 5
 
 @pytest.mark.parametrize("run", range(RUNS))
 def test_node_and_instance_killed_together_mid_upload(cluster, tmp_path, run):
+    cluster.wait_for_writes()  # the node restarted by the last run is back in full
     cluster.wipe()
     mark = cluster.minio_log_mark()
     datas = [file_data(run, n) for n in range(CLIENTS)]
