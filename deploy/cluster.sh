@@ -17,9 +17,13 @@ mkdir -p "$run"
 pids=()
 stop_all() {
   trap '' INT TERM
-  # Front to back: the balancers, the instances, then the MinIO nodes.
-  for (( i=${#pids[@]}-1; i>=0; i-- )); do kill "${pids[i]}" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # One at a time, front to back (the app balancer, the instances, the MinIO balancer, the
+  # nodes): an instance stops while MinIO still answers, so it lets go of its locks and
+  # deletes its heartbeat.
+  for (( i=${#pids[@]}-1; i>=0; i-- )); do
+    kill "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
 }
 trap stop_all EXIT
 trap 'exit 130' INT TERM
