@@ -34,7 +34,7 @@ MINIO_BIN ?= $(or $(shell command -v minio 2>/dev/null),$(TOOLS)/minio)
 WEED_BIN  ?= $(or $(shell command -v weed 2>/dev/null),$(TOOLS)/weed)
 export MINIO_BIN WEED_BIN
 
-.PHONY: setup run minio test chromium bench dist clean
+.PHONY: setup run minio cluster nginx test chromium bench dist clean
 
 setup: $(VENV)/.installed $(MINIO_BIN) node_modules/.installed
 
@@ -79,6 +79,16 @@ run: setup
 
 minio: $(MINIO_BIN)
 	./scripts/minio.sh
+
+# The scale-out deployment on one machine, to try it: 4 MinIO nodes (EC:2) and $(INSTANCES)
+# instances, each pool behind nginx (deploy/README.md). Debian's nginx is installed if missing.
+INSTANCES ?= 2
+export INSTANCES
+cluster: setup nginx
+	./deploy/cluster.sh
+
+nginx:
+	./scripts/ensure-nginx.sh
 
 # The browser tests are part of every run: Chromium is installed first when it can be (or the
 # run stops with the command to install it), and a missing browser fails the tests, never skips.

@@ -67,18 +67,26 @@ class MinioProcess:
             return [self.data_dir / "drive"]
         return [self.data_dir / f"drive{i}" for i in range(1, self.drives + 1)]
 
-    def start(self, timeout: float = 60.0) -> "MinioProcess":
+    def drive_args(self) -> list[str]:
+        """What `minio server` is given to serve: drive folders (a node of a cluster: the
+        endpoints of every node)."""
+        return [str(p) for p in self.drive_paths()]
+
+    def env(self) -> dict:
+        return dict(os.environ, MINIO_ROOT_USER=ACCESS_KEY, MINIO_ROOT_PASSWORD=SECRET_KEY,
+                    MINIO_BROWSER="off", MINIO_UPDATE="off")
+
+    def start(self, timeout: float = 60.0, wait: bool = True) -> "MinioProcess":
         for path in self.drive_paths():
             path.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, MINIO_ROOT_USER=ACCESS_KEY, MINIO_ROOT_PASSWORD=SECRET_KEY,
-                   MINIO_BROWSER="off", MINIO_UPDATE="off")
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [minio_binary(), "server", "--quiet", "--address", self.endpoint,
-             "--console-address", f"127.0.0.1:{self.console_port}",
-             *[str(p) for p in self.drive_paths()]],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        self.wait_ready(timeout)
+             "--console-address", f"127.0.0.1:{self.console_port}", *self.drive_args()],
+            stdout=log, stderr=subprocess.STDOUT, env=self.env(), start_new_session=True)
+        log.close()
+        if wait:
+            self.wait_ready(timeout)
         return self
 
     def wait_ready(self, timeout: float = 60.0) -> None:

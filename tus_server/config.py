@@ -217,6 +217,11 @@ class Settings:
     # Seconds a request waits for the holder of a busy upload to hand it over (the holder
     # stores what it has and lets go) before answering 423 Locked.
     handover_wait: float = 5.0
+    # Seconds between this process's heartbeat writes (storage/instances.py; 0 = none, locks
+    # of a dead process then wait out the lease), and the heartbeat age, by MinIO's clock,
+    # at which a process counts as dead and its locks are taken over.
+    heartbeat_interval: float = 1.0
+    heartbeat_timeout: float = 3.0
     # Seconds of silence after which a request body is given up: what arrived is kept.
     body_timeout: float = 60.0
     # Seconds a stopping worker gives running PATCHes to store what arrived and answer 503.
@@ -311,6 +316,10 @@ class Settings:
             bucket=env.get("TUS_BUCKET", defaults.bucket),
             lock_lease=_int(env, "TUS_LOCK_LEASE", defaults.lock_lease, 1),
             handover_wait=_float(env, "TUS_HANDOVER_WAIT", defaults.handover_wait),
+            heartbeat_interval=_float(env, "TUS_HEARTBEAT_INTERVAL",
+                                      defaults.heartbeat_interval),
+            heartbeat_timeout=_float(env, "TUS_HEARTBEAT_TIMEOUT", defaults.heartbeat_timeout,
+                                     1.0),
             body_timeout=_float(env, "TUS_BODY_TIMEOUT", defaults.body_timeout, 0.1),
             shutdown_timeout=_float(env, "TUS_SHUTDOWN_TIMEOUT", defaults.shutdown_timeout),
             header_timeout=_float(env, "TUS_HEADER_TIMEOUT", defaults.header_timeout, 0.1),
@@ -345,6 +354,13 @@ class Settings:
             max_uploads_per_owner=_int(env, "TUS_MAX_UPLOADS_PER_OWNER", 0),
             max_bytes_per_owner=_int(env, "TUS_MAX_BYTES_PER_OWNER", 0),
         )
+        if settings.heartbeat_interval and \
+                settings.heartbeat_timeout < settings.heartbeat_interval + 1.5:
+            # HTTP dates count whole seconds: a live process's heartbeat can look a second
+            # older than it is.
+            raise ConfigError("TUS_HEARTBEAT_TIMEOUT must exceed TUS_HEARTBEAT_INTERVAL by at "
+                              f"least 1.5 s, got {settings.heartbeat_timeout} and "
+                              f"{settings.heartbeat_interval}")
         return settings
 
     def with_overrides(self, **changes) -> "Settings":

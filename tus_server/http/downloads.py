@@ -2,12 +2,15 @@
 
 Multiple ranges in one request (`bytes=0-1,5-9`) are answered with the whole file (200), which
 RFC 9110 allows; single ranges get 206. Nothing is assembled in memory or on disk: the store
-yields the file chunk by chunk and each whole chunk is verified against its recorded SHA-256.
+yields the file chunk by chunk and each whole chunk is verified against its recorded CRC32C; a
+chunk that cannot be read (after the reader's retries) or fails verification mid-body closes
+the connection with one log line.
 """
 from __future__ import annotations
 
 import itertools
 import logging
+import socket
 import unicodedata
 from urllib.parse import quote
 
@@ -18,7 +21,7 @@ from werkzeug.http import parse_etags, parse_if_range_header
 
 from .. import errors
 from ..access import auth
-from ..storage.store import StoredDataCorrupt, UploadInfo
+from ..storage.store import StoredDataCorrupt, StoreError, UploadInfo
 from .context import load_upload
 from .headers import content_type_of, metadata_text, repr_digest, safe_filename
 
@@ -135,20 +138,36 @@ def _if_range_holds(etag: str, info: UploadInfo) -> bool:
 
 def _verified_stream(store, info: UploadInfo, start: int, end: int):
     """The chunk stream, with the first chunk read (and verified) before headers go out, so a
-    bad first chunk is a clean 500; a bad later chunk cuts the response off mid-body."""
+    bad first chunk is a clean 500 (unreadable: 503); a later one cuts the response off."""
     chunks = iter(store.open(info.id, start, end, info))
     try:
         first = next(chunks)
     except StoredDataCorrupt as exc:
         raise errors.InternalError(f"stored data of upload {info.id} failed verification "
                                    f"(chunk {exc.chunk_index})") from exc
-    return _cut_off_on_corruption(itertools.chain([first], chunks), info)
+    connection = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
+    return _cut_off_on_fault(itertools.chain([first], chunks), info, start, connection)
 
 
-def _cut_off_on_corruption(chunks, info: UploadInfo):
+def _cut_off_on_fault(chunks, info: UploadInfo, start: int, connection):
+    """Stream the chunks; when one fails (after the reader's retries), say so in one log line
+    and close the connection, so the client sees a short body, not a complete-looking one.
+    The WSGI server sees the stream end (no traceback in its log)."""
+    sent = start
     try:
-        yield from chunks
+        for piece in chunks:
+            yield piece
+            sent += len(piece)
     except StoredDataCorrupt as exc:
         log.error("download cut off: upload_id=%s chunk=%d failed verification",
                   info.id, exc.chunk_index)
-        raise
+    except StoreError as exc:
+        log.error("download cut off: upload_id=%s at byte %d: %s", info.id, sent, exc)
+    else:
+        return
+    if connection is None:
+        raise ConnectionAbortedError("download cut off")  # a server we cannot close under
+    try:
+        connection.shutdown(socket.SHUT_RDWR)
+    except OSError:  # the client left already
+        pass

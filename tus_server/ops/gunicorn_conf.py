@@ -15,7 +15,8 @@ byte, keeping what they sent.
 
 On SIGTERM, SIGINT or SIGQUIT a worker first stops every running PATCH (`tus_server.ops.shutdown`):
 each stores what arrived, releases its lock and answers 503 with Retry-After; then gunicorn's
-own handler runs.
+own handler runs. A worker that exits deletes its heartbeat object (`worker_exit`), so other
+instances take over whatever it still held at once.
 
 Metrics: prometheus_client's multiprocess mode needs `PROMETHEUS_MULTIPROC_DIR` before any
 worker imports `tus_server.ops.metrics`; when it is not set, a fresh temporary directory is made
@@ -58,6 +59,12 @@ def post_worker_init(worker):
     from tus_server.ops.shutdown import install
 
     install(worker)
+
+
+def worker_exit(server, worker):
+    from tus_server.storage.instances import stop_all
+
+    stop_all()
 
 
 def child_exit(server, worker):

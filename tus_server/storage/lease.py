@@ -1,6 +1,7 @@
 """The lock object `.tus/lock`: who holds an upload, until when, and whether to let go.
 
-    {"holder": "<random hex>", "expires": <unix time>, "release": false}
+    {"holder": "<random hex>", "expires": <unix time>, "release": false,
+     "instance": "<the holder's instance id, storage/instances.py>"}
 
 A request takes the lock with `If-None-Match: *` and a keeper thread renews it with `If-Match`
 every third of `TUS_LOCK_LEASE`, independent of the body read. The lease gives fairness and
@@ -12,8 +13,10 @@ Hand-over (as tusd does it): a request that finds the lock held by a live holder
 directly. The holder's keeper sees the mark at its next poll (about once a second; every few
 seconds when the process holds thousands of leases, `KEEPER_READS_PER_SECOND`), stops the body
 read, stores what arrived, and deletes the lock; the waiting request then takes it.
-A holder that does not answer within `TUS_HANDOVER_WAIT` seconds leaves the waiter with 423;
-a holder that died is taken over once its lease ran out.
+A holder that does not answer within `TUS_HANDOVER_WAIT` seconds leaves the waiter with 423.
+A holder that died is taken over as soon as its instance's heartbeat is `TUS_HEARTBEAT_TIMEOUT`
+old by MinIO's clock (a few seconds), or else once its lease ran out; either way `If-Match` on
+the lock's ETag, so of several waiters only one takes it.
 """
 from __future__ import annotations
 
@@ -23,8 +26,9 @@ import random
 import threading
 import time
 import uuid
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
+from .instances import Instances
 from .layout import LOCK_NAME
 from .objects import Objects
 from .store import StoreError, UploadLocked
@@ -50,21 +54,39 @@ _held_guard = threading.Lock()
 _orphaned: set[str] = set()
 
 
-def parse_lock(body: Optional[bytes]) -> tuple[Optional[str], float, bool]:
-    """(holder, expiry, release requested) of a lock object; an unreadable one is expired."""
+class LockState(NamedTuple):
+    holder: Optional[str]
+    expires: float
+    release: bool  # a hand-over was asked for
+    instance: Optional[str]  # the holder's process (None: written without a heartbeat)
+
+
+def parse_lock(body: Optional[bytes]) -> LockState:
+    """What a lock object says; an unreadable one is expired."""
     try:
         data = json.loads(body or b"")
-        return data.get("holder"), float(data.get("expires", 0)), bool(data.get("release"))
+        return LockState(data.get("holder"), float(data.get("expires", 0)),
+                         bool(data.get("release")), data.get("instance"))
     except (ValueError, AttributeError, TypeError):
-        return None, 0.0, False
+        return LockState(None, 0.0, False, None)
+
+
+def nobody_writing(state: LockState, instances: Optional[Instances]) -> bool:
+    """Is the holder of this lock gone: its lease over, its release failed in this process,
+    or its instance's heartbeat silent?"""
+    return (state.expires < time.time() or state.holder in _orphaned
+            or (instances is not None and instances.is_dead(state.instance)))
 
 
 class Lease:
     """One request's hold on one upload. `on_stop(reason)` is called from the keeper thread
     when the holder must stop: "handover" (asked to let go) or "lost" (the lock is not ours)."""
 
-    def __init__(self, objects: Objects, upload_id: str, lease_seconds: float):
+    def __init__(self, objects: Objects, upload_id: str, lease_seconds: float,
+                 instances: Optional[Instances] = None):
         self.objects = objects
+        self.instances = instances
+        self.instance: Optional[str] = None
         self.upload_id = upload_id
         self.lease_seconds = lease_seconds
         self.holder = uuid.uuid4().hex
@@ -83,7 +105,7 @@ class Lease:
         must not make the lease look longer than it is)."""
         expires = time.time() + self.lease_seconds
         body = json.dumps({"holder": self.holder, "expires": expires,
-                           "release": self._release_mark}).encode()
+                           "release": self._release_mark, "instance": self.instance}).encode()
         etag = self.objects.conditional_put(self.upload_id, LOCK_NAME, body, **precondition)
         if etag:
             self.expires_at = expires
@@ -92,6 +114,8 @@ class Lease:
     def acquire(self, wait: float) -> "Lease":
         """Take the lock, asking a live holder to hand over; UploadLocked after `wait` s."""
         deadline = time.monotonic() + wait
+        if self.instances is not None:
+            self.instance = self.instances.own_id()
         while True:
             self.etag = self._put_lock(if_none_match=True)
             if self.etag:
@@ -112,18 +136,19 @@ class Lease:
         current, etag = self.objects.read_object(self.upload_id, LOCK_NAME)
         if current is None:
             return False  # released meanwhile: the next create takes it
-        holder, expires, release = parse_lock(current)
-        if expires < time.time() or holder in _orphaned:
+        state = parse_lock(current)
+        if nobody_writing(state, self.instances):
             # The holder died, stalled past its lease, or was ours and could not be released:
             # take over, unless somebody else did first (If-Match).
             self.etag = self._put_lock(if_match=etag)
             if self.etag:
-                _orphaned.discard(holder)
-                log.warning("took over stale lock upload_id=%s", self.upload_id)
+                _orphaned.discard(state.holder)
+                log.warning("took over stale lock upload_id=%s instance=%s", self.upload_id,
+                            state.instance)
                 return True
             return False
-        if not release:
-            ask_to_release(self.objects, self.upload_id, holder, expires, etag)
+        if not state.release:
+            ask_to_release(self.objects, self.upload_id, current, etag)
         return False
 
     # ----------------------------------------------------------------- holding it
@@ -163,9 +188,9 @@ class Lease:
                 current, etag = self.objects.read_object(self.upload_id, LOCK_NAME)
                 if etag == self.etag:
                     continue
-                holder, expires, release = parse_lock(current)
-                if holder == self.holder and release:
-                    self.etag, self._release_mark, self.expires_at = etag, True, expires
+                state = parse_lock(current)
+                if state.holder == self.holder and state.release:
+                    self.etag, self._release_mark, self.expires_at = etag, True, state.expires
                     self._stop("handover")
                 else:
                     self._stop("lost")
@@ -197,27 +222,28 @@ class Lease:
                 self.objects.remove_object(self.upload_id, LOCK_NAME)
                 return
             current, _ = self.objects.read_object(self.upload_id, LOCK_NAME)
-            if current is not None and parse_lock(current)[0] == self.holder:
+            if current is not None and parse_lock(current).holder == self.holder:
                 self.objects.remove_object(self.upload_id, LOCK_NAME)
         except Exception:  # the lease expires on its own; this process may take it over sooner
             _orphaned.add(self.holder)
             log.warning("could not release lock upload_id=%s", self.upload_id)
 
 
-def ask_to_release(objects: Objects, upload_id: str, holder: Optional[str], expires: float,
+def ask_to_release(objects: Objects, upload_id: str, current: bytes,
                    etag: Optional[str]) -> None:
-    """Ask the live holder of an upload's lock to hand over (in memory when it is ours)."""
+    """Ask the live holder of the lock `current` to hand over (in memory when it is ours)."""
     with _held_guard:
-        local = _held.get(holder or "")
+        local = _held.get(parse_lock(current).holder or "")
     if local is not None:
         local.request_release()
         return
-    mark = json.dumps({"holder": holder, "expires": expires, "release": True}).encode()
+    mark = json.dumps(dict(json.loads(current), release=True)).encode()
     # If-Match: never overwrite a renewal or a newer holder; the waiter looks again anyway.
     objects.conditional_put(upload_id, LOCK_NAME, mark, if_match=etag)
 
 
-def settle(objects: Objects, upload_id: str, wait: float) -> None:
+def settle(objects: Objects, upload_id: str, wait: float,
+           instances: Optional[Instances] = None) -> None:
     """Wait until nobody holds the upload, asking a live holder to hand over first.
 
     A HEAD uses this so it reports what a running PATCH stored, not an offset from before it.
@@ -228,11 +254,11 @@ def settle(objects: Objects, upload_id: str, wait: float) -> None:
         current, etag = objects.read_object(upload_id, LOCK_NAME)
         if current is None:
             return
-        holder, expires, release = parse_lock(current)
-        if expires < time.time() or holder in _orphaned:
-            return  # nobody is writing
-        if not release and not asked:
-            ask_to_release(objects, upload_id, holder, expires, etag)
+        state = parse_lock(current)
+        if nobody_writing(state, instances):
+            return
+        if not state.release and not asked:
+            ask_to_release(objects, upload_id, current, etag)
             asked = True
         if time.monotonic() >= deadline:
             raise UploadLocked(f"upload {upload_id} is busy with another request")

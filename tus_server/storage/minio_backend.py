@@ -35,6 +35,7 @@ from .layout import (  # noqa: F401  (names tests and tools import from here)
     chunk_key,
     index_marker,
 )
+from .instances import Instances
 from .lease import Lease, settle
 from .objects import Objects, storage_errors
 from .reader import ChunkReader
@@ -63,6 +64,7 @@ class MinioStore:
         self.objects = Objects(settings, client)
         self.client = self.objects.client
         self.http = self.objects.http
+        self.instances = Instances(self.objects, settings)
         self._hashes = RunningHashes()
         self._reader = ChunkReader(self.objects, self._read_info)
         self._digests = DigestPasses(self._digest_pass)
@@ -111,14 +113,15 @@ class MinioStore:
         """The upload's info; with `settle_writer`, first ask a running PATCH to hand over, so
         the offset includes what it received (HEAD)."""
         if settle_writer:
-            settle(self.objects, upload_id, self.settings.handover_wait)
+            settle(self.objects, upload_id, self.settings.handover_wait, self.instances)
         return self._read_info(upload_id)
 
     @contextmanager
     def locked(self, upload_id: str, wait: Optional[float] = None, keep_lock_object: bool = False):
         """Hold the upload against other requests in this and other processes (hand-over)."""
         wait = self.settings.handover_wait if wait is None else wait
-        lease = Lease(self.objects, upload_id, self.settings.lock_lease).acquire(wait)
+        lease = Lease(self.objects, upload_id, self.settings.lock_lease,
+                      self.instances).acquire(wait)
         try:
             yield lease
         finally:

@@ -95,8 +95,11 @@ class Objects:
             # bursts (every open upload's lease renewal) from opening and discarding connections.
             maxsize=256 if cooperative.active() else 64,
             timeout=urllib3.Timeout(connect=3.0, read=120.0),
+            # Not MinIO's `Retry-After`: it says 60 on every 503, and a request would sleep
+            # a minute inside the pool (the client hears 503 and retries sooner on its own).
             retries=urllib3.Retry(total=2, backoff_factor=0.2,
-                                  status_forcelist=[500, 502, 503, 504]),
+                                  status_forcelist=[500, 502, 503, 504],
+                                  respect_retry_after_header=False),
         )
         self.client = client or Minio(
             settings.minio_endpoint,

@@ -5,26 +5,36 @@ on arrival (`x-amz-checksum-crc32c`), or for chunks written by earlier versions 
 
 A chunk read whole is checked against its digest; a chunk read in part (the edges of a Range)
 is checked for size only. A final (concatenated) upload yields its partials' bytes in order.
-The reader keeps `READ_AHEAD` chunk reads in flight while the current one is being sent.
+The reader keeps `READ_AHEAD` chunk reads in flight while the current one is being sent. A
+chunk read that fails is tried again before the download is cut (`_read_chunk`).
 """
 from __future__ import annotations
 
 import collections
 import hashlib
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
+import urllib3
+from minio.error import MinioException, S3Error
+
 from ..cooperative import offload
 from .layout import chunk_count, chunk_key
-from .objects import CRC32C_HEADER, SHA256_META, Objects, crc32c_b64, storage_errors
-from .store import StoredDataCorrupt, UploadInfo
+from .objects import CRC32C_HEADER, SHA256_META, Objects, crc32c_b64
+from .store import StorageUnavailable, StoredDataCorrupt, UploadInfo
 
 log = logging.getLogger("tus_server.store")
 
 CHECKSUM_MODE = {"x-amz-checksum-mode": "ENABLED"}  # ask MinIO for the stored CRC32C
 # Chunks a download reads ahead of the one being sent.
 READ_AHEAD = 2
+# Tries at one chunk read before the download is cut, the pause before the second (doubling:
+# 0.2 + 0.4 + 0.8 + 1.6 s in all), and the size of the pieces read.
+READ_ATTEMPTS = 5
+RETRY_PAUSE = 0.2
+PIECE = 1024 * 1024
 
 
 class ChunkReader:
@@ -73,38 +83,98 @@ class ChunkReader:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _read_chunk(self, info: UploadInfo, index: int, lo: int, hi: int) -> bytes:
-        """Bytes [lo, hi) of chunk `index` (0-based), verified when the whole chunk is read."""
+        """Bytes [lo, hi) of chunk `index` (0-based), verified when the whole chunk is read.
+
+        A read that fails (NoSuchKey, 5xx, a reset, fewer bytes than announced) is tried
+        again on a fresh connection, from the byte where it stopped, up to `READ_ATTEMPTS`
+        times: a node that just rejoined may miss objects written while it was down.
+        """
         bucket, prefix = self.objects.location(info.id)
         total = chunk_count(info.length or 0, info.chunk_size)
         chunk_len = min(info.chunk_size, (info.length or 0) - index * info.chunk_size)
         key = prefix + chunk_key(info.filename, index + 1, total)
         whole = lo == 0 and hi == chunk_len
-        client = self.objects.client
-        with storage_errors(info.id):
-            if whole:
-                response = client.get_object(bucket, key, request_headers=CHECKSUM_MODE)
-            else:
-                response = client.get_object(bucket, key, offset=lo, length=hi - lo)
+        got = _Received()
+        for attempt in range(READ_ATTEMPTS):
+            if attempt:
+                time.sleep(RETRY_PAUSE * 2 ** (attempt - 1))
             try:
-                data = response.read()
-                crc = response.headers.get(CRC32C_HEADER)
-                sha = response.headers.get(SHA256_META)
-            finally:
-                response.close()
-                response.release_conn()
+                self._fetch(bucket, key, lo, hi, whole, got)
+                break
+            except _ReadFailed as exc:
+                failure = exc
+                log.debug("chunk read failed (attempt %d) upload_id=%s chunk=%d at byte %d: %s",
+                          attempt + 1, info.id, index + 1, lo + got.size, exc)
+        else:
+            # Said once, by the download that is cut (or answered 503).
+            raise StorageUnavailable(f"chunk {index + 1} of upload {info.id} unreadable after "
+                                     f"{READ_ATTEMPTS} attempts: {failure}")
+        data = b"".join(got.pieces)
         if len(data) != hi - lo:
             problem = "size differs from what was stored"
         elif not whole:
             return data
-        elif crc is not None:
-            if crc == crc32c_b64(data):
+        elif got.crc is not None:
+            if got.crc == crc32c_b64(data):
                 return data
             problem = "CRC32C differs from the one MinIO recorded"
-        elif sha is not None:  # written before the move to S3 checksums
-            if sha == offload(lambda: hashlib.sha256(data).hexdigest()):  # a whole chunk
+        elif got.sha is not None:  # written before the move to S3 checksums
+            if got.sha == offload(lambda: hashlib.sha256(data).hexdigest()):  # a whole chunk
                 return data
             problem = "SHA-256 differs from the recorded one"
         else:
             problem = "carries no integrity value"
         log.error("corrupt chunk upload_id=%s chunk=%d: %s", info.id, index + 1, problem)
         raise StoredDataCorrupt(info.id, index + 1, problem)
+
+    def _fetch(self, bucket: str, key: str, lo: int, hi: int, whole: bool,
+               got: "_Received") -> None:
+        """Read what is still missing of [lo, hi) into `got`; _ReadFailed on any fault."""
+        client = self.objects.client
+        start = lo + got.size
+        response = None
+        try:
+            if whole and got.size == 0:
+                response = client.get_object(bucket, key, request_headers=CHECKSUM_MODE)
+            else:
+                response = client.get_object(bucket, key, offset=start, length=hi - start)
+            etag = response.headers.get("ETag")
+            if got.etag is not None and etag != got.etag:  # replaced meanwhile: start over
+                got.reset()
+                raise _ReadFailed("the chunk changed between two attempts")
+            if got.size == 0:
+                got.etag = etag
+                got.crc = response.headers.get(CRC32C_HEADER)
+                got.sha = response.headers.get(SHA256_META)
+            announced = int(response.headers.get("Content-Length", -1))
+            received = 0
+            for piece in response.stream(PIECE):
+                got.pieces.append(piece)
+                got.size += len(piece)
+                received += len(piece)
+            if announced >= 0 and received < announced:
+                raise _ReadFailed(f"{received} of {announced} bytes")
+        except S3Error as exc:
+            raise _ReadFailed(f"MinIO answered {exc.code}") from None
+        except (urllib3.exceptions.HTTPError, OSError, MinioException) as exc:
+            raise _ReadFailed(type(exc).__name__) from None
+        finally:
+            if response is not None:
+                response.close()  # never back to the pool half read: the next try reconnects
+                response.release_conn()
+
+
+class _Received:
+    """What the attempts at one chunk read have brought so far."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.pieces: list[bytes] = []
+        self.size = 0
+        self.etag = self.crc = self.sha = None
+
+
+class _ReadFailed(Exception):
+    pass

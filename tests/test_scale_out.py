@@ -1,0 +1,183 @@
+"""Scale-out: a MinIO node and an app instance die together mid-upload, and nothing is lost.
+
+A 4-node distributed MinIO (EC:2) behind nginx, two app instances (gunicorn) behind a second
+nginx, built from deploy/ (tests/cluster.py). Four tuspy clients upload through the app
+balancer; at about 30% of the bytes, the instance serving a PATCH at that moment (the one its
+upload's lock names) and one MinIO node get SIGKILL together. The instance is started again
+at once; the node only once every upload has finished, so that the files are read right after
+it rejoined, missing what was written while it was down. Every upload must finish with the
+right SHA-256, read whole through the balancer and through the restarted instance, and no
+client may wait more than 5 s between two successful PATCHes (inside tus-js-client's default
+retry budget): a dead instance's locks are taken over once its heartbeat goes silent.
+
+The scenario runs TUS_SCALE_RUNS times (5; 50 for the long run) on one cluster, wiped between
+runs; TUS_SCALE_MIB sets the size of each upload (12 MiB, in 1 MiB PATCHes: most of them
+start and end inside a 5 MiB chunk). A summary of all runs (losses, longest stall) is printed.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import threading
+import time
+
+import pytest
+import requests
+from tusclient import client as tus_client
+
+from .cluster import Cluster
+from .helpers import MIB, TUS
+
+pytestmark = pytest.mark.slow
+
+RUNS = int(os.environ.get("TUS_SCALE_RUNS", "5"))
+SIZE = int(os.environ.get("TUS_SCALE_MIB", "12")) * MIB
+CLIENTS = 4
+PATCH = MIB
+KILL_AT = 0.3
+STALL_LIMIT = 5.0  # seconds between two successful PATCHes of one client
+
+summary: list[dict] = []
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, request):
+    started = Cluster(tmp_path_factory.mktemp("cluster")).start()
+    yield started
+    started.stop()
+    if summary:
+        lost = sum(run["lost"] for run in summary)
+        longest = max(run["stall"] for run in summary)
+        stalls = ", ".join(f"{run['stall']:.1f}" for run in summary)
+        line = (f"scale-out: {len(summary)} runs x {CLIENTS} uploads of {SIZE // MIB} MiB, "
+                f"{lost} lost, longest stall {longest:.2f} s (per run: {stalls})")
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(line)
+
+
+class Client(threading.Thread):
+    """One tuspy upload, PATCH by PATCH, noting when each PATCH succeeded."""
+
+    def __init__(self, base_url: str, path, size: int):
+        super().__init__(daemon=True)
+        self.uploader = tus_client.TusClient(base_url + "/files/").uploader(
+            str(path), chunk_size=PATCH, retries=30, retry_delay=1,
+            metadata={"filename": path.name})
+        self.size = size
+        self.url = None
+        self.offset = 0
+        self.stamps: list[float] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.url = self.uploader.create_url()
+            self.uploader.set_url(self.url)
+            self.stamps.append(time.monotonic())
+            while self.uploader.offset < self.size:
+                self.uploader.upload_chunk()
+                self.offset = self.uploader.offset
+                self.stamps.append(time.monotonic())
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+    @property
+    def upload_id(self) -> str:
+        return self.url.rstrip("/").rsplit("/", 1)[-1] if self.url else ""
+
+    def longest_stall(self) -> float:
+        return max((b - a for a, b in zip(self.stamps, self.stamps[1:])), default=0.0)
+
+
+def file_data(run: int, client: int) -> bytes:
+    return random.Random(f"{run}-{client}").randbytes(SIZE)
+
+
+def sha_of_download(url: str) -> tuple[str, int]:
+    hasher = hashlib.sha256()
+    received = 0
+    try:
+        with requests.get(url, stream=True, timeout=60) as response:
+            if response.status_code != 200:
+                return f"status {response.status_code}", 0
+            for piece in response.iter_content(MIB):
+                hasher.update(piece)
+                received += len(piece)
+    except requests.RequestException as exc:
+        return f"cut off ({type(exc).__name__})", received
+    return hasher.hexdigest(), received
+
+
+def serving_instance(cluster: Cluster, clients: list[Client], timeout: float = 5.0):
+    """The instance whose worker holds an upload's lock right now (serving its PATCH)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for client in clients:
+            instance_id = cluster.lock_instance(client.upload_id) if client.url else None
+            instance = cluster.instance_by_heartbeat(instance_id) if instance_id else None
+            if instance is not None:
+                return instance
+        time.sleep(0.01)
+    return None
+
+
+@pytest.mark.parametrize("run", range(RUNS))
+def test_node_and_instance_killed_together_mid_upload(cluster, tmp_path, run):
+    cluster.wait_for_writes()  # the node restarted by the last run is back in full
+    cluster.wipe()
+    mark = cluster.minio_log_mark()
+    datas = [file_data(run, n) for n in range(CLIENTS)]
+    clients = []
+    for n, data in enumerate(datas):
+        path = tmp_path / f"scale-{run}-{n}.bin"
+        path.write_bytes(data)
+        clients.append(Client(cluster.url, path, SIZE))
+    for client in clients:
+        client.start()
+
+    deadline = time.monotonic() + 120
+    while sum(c.offset for c in clients) < KILL_AT * CLIENTS * SIZE:
+        assert time.monotonic() < deadline, "the uploads did not reach 30%"
+        assert not any(c.error for c in clients), [c.error for c in clients]
+        time.sleep(0.01)
+    victim = serving_instance(cluster, clients) or cluster.instances[run % 2]
+    node = cluster.nodes[run % len(cluster.nodes)]
+    # The same moment: both signals first, then reap.
+    os.killpg(victim.proc.pid, signal.SIGKILL)
+    os.killpg(node.proc.pid, signal.SIGKILL)
+    victim.kill()
+    node.kill()
+    at_kill = [c.offset for c in clients]
+
+    time.sleep(0.5)
+    victim.start()  # same port: the balancer takes it back after its fail_timeout
+    for client in clients:
+        client.join(timeout=180)
+    node.start()  # rejoins now, missing every chunk written while it was down
+    cluster.wait_for_quorum()
+
+    lost = []
+    for n, (client, data) in enumerate(zip(clients, datas)):
+        expected = hashlib.sha256(data).hexdigest()
+        if client.is_alive() or client.error is not None or client.offset != SIZE:
+            lost.append(f"client {n}: {client.error!r}, offset {client.offset} of {SIZE}")
+            continue
+        for via in (cluster.url, victim.url):
+            got, received = sha_of_download(f"{via}/files/{client.upload_id}")
+            if got != expected:
+                lost.append(f"client {n} via {via}: {got} after {received} bytes")
+    stall = max(c.longest_stall() for c in clients)
+    slow = cluster.slow_minio_requests(mark)  # where a stall came from, if one did
+    summary.append({"lost": len(lost), "stall": stall})
+    print(f"run {run}: killed instance {victim.port} and node {node.port} at offsets "
+          f"{at_kill}; longest stall {stall:.2f} s; lost: {lost}; slow MinIO requests: {slow}")
+
+    assert not lost, (lost, slow)
+    # A bound on correctness, not a speed figure: a longer wait outlasts the default retry
+    # schedules of tus-js-client and Uppy (0, 1, 3, 5 s).
+    assert stall < STALL_LIMIT, ([round(c.longest_stall(), 2) for c in clients], slow)
+    assert requests.head(f"{cluster.url}/files/{clients[0].upload_id}",
+                         headers=TUS).headers["Upload-Offset"] == str(SIZE)

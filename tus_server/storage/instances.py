@@ -1,0 +1,209 @@
+"""Instance heartbeats: which server processes are alive, judged by MinIO's clock.
+
+Each server process that takes upload locks keeps one small object in the system bucket,
+
+    $TUS_SYSTEM_BUCKET/instances/<instance id>    {"instance", "host", "pid", "started"}
+
+and rewrites it every `TUS_HEARTBEAT_INTERVAL` seconds from a daemon thread: one PUT per
+process per interval, however many uploads it holds. A lock names its holder's instance
+(`storage/lease.py`). A request that finds an upload locked asks how old that instance's
+heartbeat is, in MinIO's own clock: `Date` of a fresh HEAD answer minus the object's
+`Last-Modified`, both written by MinIO, so no two processes' clocks are ever compared.
+An instance whose heartbeat is `TUS_HEARTBEAT_TIMEOUT` seconds old (or gone) is dead, and
+its locks are taken over at once instead of after `TUS_LOCK_LEASE`.
+
+HTTP dates count whole seconds, so the age read is the true age give or take one second:
+the timeout must leave more than a second above the interval. Being wrong costs no data: an
+instance that was only slow is fenced by the writer's conditional writes (`writer.py`) and
+its request stops; the verdict only decides when a waiter may try.
+
+On a graceful stop (`stop_all`, from the shutdown path and at exit) the thread ends and the
+object is deleted, after the process's uploads let go of their locks.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from datetime import timedelta
+from email.utils import parsedate_to_datetime
+from typing import Optional
+
+import urllib3
+from ..config import Settings
+from .objects import Objects
+from .system import SystemBucket
+
+log = logging.getLogger("tus_server.store")
+
+PREFIX = "instances/"
+# Seconds a verdict on another instance is reused (a waiter polls the lock every 50 ms).
+VERDICT_TTL = 0.25
+# Timeouts of heartbeat requests: an answer later than this says nothing useful.
+QUICK = urllib3.Timeout(connect=2.0, read=2.0)
+# Seconds before a heartbeat that could not start (MinIO away) is tried again.
+START_BACKOFF = 5.0
+
+
+class Heartbeat:
+    """This process's heartbeat object and the thread that keeps it fresh."""
+
+    def __init__(self, objects: Objects, settings: Settings):
+        self.objects = objects
+        self.bucket = settings.system_bucket
+        self.interval = settings.heartbeat_interval
+        self.id = secrets.token_hex(8)
+        self.key = PREFIX + self.id
+        self.pid = os.getpid()
+        self.writes = 0  # heartbeat PUTs sent, for the request-rate figure
+        self._body = json.dumps({"instance": self.id, "host": socket.gethostname(),
+                                 "pid": self.pid, "started": time.time()}).encode()
+        self._stop = threading.Event()
+        self._failing = False
+        self._thread = threading.Thread(target=self._run, name="tus-heartbeat", daemon=True)
+
+    def start(self) -> "Heartbeat":
+        """Write the first heartbeat before any lock can name this instance."""
+        SystemBucket(self.objects, self.bucket).ensure()
+        self._beat()
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        """One unconditional PUT, given up after a few seconds: a key whose last write was
+        being committed by a MinIO node that died stays locked inside MinIO for a minute or
+        two (its lock servers expire stale locks that late), and a heartbeat blocked that
+        long would only make this instance look dead for longer."""
+        self.writes += 1
+        url = self.objects.client.get_presigned_url("PUT", self.bucket, self.key,
+                                                    expires=timedelta(minutes=15))
+        response = self.objects.http.request(
+            "PUT", url, body=self._body, headers={"Content-Type": "application/json"},
+            retries=False, timeout=QUICK)
+        if response.status != 200:
+            raise OSError(f"PUT answered {response.status}")
+
+    def _run(self) -> None:
+        next_at = time.monotonic() + self.interval
+        while not self._stop.wait(max(0.0, next_at - time.monotonic())):
+            next_at = max(next_at + self.interval, time.monotonic())
+            try:
+                self._beat()
+            except Exception as exc:  # MinIO away: once per streak, then quiet until it is back
+                if not self._failing:
+                    log.warning("heartbeat not written (%s); this instance's locks may be "
+                                "taken over", exc)
+                self._failing = True
+                continue
+            if self._failing:
+                log.info("heartbeat written again instance=%s", self.id)
+            self._failing = False
+
+    def stop(self) -> None:
+        """End the thread and delete the object (other instances then see this one gone)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        try:
+            self.objects.client.remove_object(self.bucket, self.key)
+        except Exception as exc:  # MinIO stopped first: the object goes stale on its own
+            log.info("heartbeat object not removed instance=%s (%s)", self.id,
+                     type(exc).__name__)
+
+
+# One heartbeat per process and system bucket; a forked child starts its own.
+_beats: dict[tuple[str, str], Heartbeat] = {}
+_beats_guard = threading.Lock()
+_stopped = False
+_failed_at: dict[tuple[str, str], float] = {}  # when a heartbeat last failed to start
+
+
+def stop_all() -> None:
+    """Stop this process's heartbeats for good (graceful shutdown); later locks name no
+    instance and fall back to the lease."""
+    global _stopped
+    with _beats_guard:
+        _stopped = True
+        beats = [beat for beat in _beats.values() if beat.pid == os.getpid()]
+        _beats.clear()
+    for beat in beats:
+        beat.stop()
+
+
+atexit.register(stop_all)
+
+
+class Instances:
+    """A store's view of heartbeats: its own instance id, and other instances' liveness."""
+
+    def __init__(self, objects: Objects, settings: Settings):
+        self.objects = objects
+        self.settings = settings
+        self.bucket = settings.system_bucket
+        self._verdicts: dict[str, tuple[float, bool]] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.heartbeat_interval > 0
+
+    def own_id(self) -> Optional[str]:
+        """This process's instance id, starting its heartbeat on first use; None when
+        heartbeats are off, stopped, or cannot be written (locks then rely on the lease)."""
+        if not self.enabled or _stopped:
+            return None
+        slot = (self.settings.minio_endpoint, self.bucket)
+        with _beats_guard:
+            beat = _beats.get(slot)
+            if beat is not None and beat.pid == os.getpid():
+                return beat.id
+            if time.monotonic() - _failed_at.get(slot, -START_BACKOFF) < START_BACKOFF:
+                return None
+            try:
+                beat = Heartbeat(self.objects, self.settings).start()
+            except Exception as exc:
+                _failed_at[slot] = time.monotonic()
+                log.warning("heartbeat could not start (%s); locks rely on TUS_LOCK_LEASE", exc)
+                return None
+            _beats[slot] = beat
+            return beat.id
+
+    def is_dead(self, instance: Optional[str]) -> bool:
+        """Has `instance`'s heartbeat gone silent for TUS_HEARTBEAT_TIMEOUT (MinIO's clock)?
+        False when unsure (MinIO not answering): then only the lease can free the lock."""
+        if not instance or not self.enabled:
+            return False
+        cached = self._verdicts.get(instance)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < VERDICT_TTL:
+            return cached[1]
+        age = self.age(instance)
+        dead = age is not None and age >= self.settings.heartbeat_timeout
+        self._verdicts[instance] = (now, dead)
+        if len(self._verdicts) > 1000:  # instances come and go; forget old verdicts
+            self._verdicts = {k: v for k, v in self._verdicts.items() if now - v[0] < 60}
+        return dead
+
+    def age(self, instance: str) -> Optional[float]:
+        """Seconds since `instance`'s last heartbeat by MinIO's clock (inf when it has none),
+        None when MinIO did not say."""
+        url = self.objects.client.get_presigned_url("HEAD", self.bucket, PREFIX + instance,
+                                                    expires=timedelta(minutes=15))
+        try:
+            response = self.objects.http.request("HEAD", url, retries=False, timeout=QUICK)
+        except (urllib3.exceptions.HTTPError, OSError):
+            return None
+        if response.status == 404:
+            return float("inf")  # stopped gracefully, or never wrote one
+        if response.status != 200:
+            return None
+        try:
+            now = parsedate_to_datetime(response.headers["Date"])
+            written = parsedate_to_datetime(response.headers["Last-Modified"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        return (now - written).total_seconds()
