@@ -10,6 +10,7 @@ from typing import Optional
 import requests
 from werkzeug.serving import make_server
 
+from tus_server.storage.layout import chunk_count, chunk_key
 from tus_server.storage.minio_backend import MinioStore
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -89,13 +90,14 @@ def read_object(store: MinioStore, upload_id_: str, name: str) -> bytes:
 
 
 def stored_file(store: MinioStore, upload_id_: str) -> bytes:
-    """The chunk objects concatenated in part order, read straight from MinIO."""
-    chunks = chunk_objects(store, upload_id_)
-
-    def part_number(name: str) -> int:
-        return int(name.rsplit(".part", 1)[1].split("of")[0])
-
-    return b"".join(read_object(store, upload_id_, n) for n in sorted(chunks, key=part_number))
+    """The bytes the upload's newest state says are stored, read straight from MinIO: the
+    chunk objects below the offset in part order, then the pieces of the chunk not yet full."""
+    info = store.get(upload_id_)
+    total = chunk_count(info.length, info.chunk_size) if info.length is not None else None
+    whole = total if info.completed else info.offset // info.chunk_size
+    data = b"".join(read_object(store, upload_id_, chunk_key(info.filename, x, total))
+                    for x in range(1, (whole or 0) + 1))
+    return data + b"".join(read_object(store, upload_id_, piece[2]) for piece in info.pieces)
 
 
 class ThreadedServer:

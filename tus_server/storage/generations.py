@@ -24,7 +24,7 @@ import json
 import logging
 from typing import Optional
 
-from ..store import StorageUnavailable, UploadInfo, UploadNotFound, WriteFenced
+from .store import StorageUnavailable, UploadInfo, UploadNotFound, WriteFenced
 from .layout import GENERATION_PREFIX, INFO_NAME, LOCK_NAME, generation_key, generation_number
 from .objects import Objects
 
