@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import threading
 from typing import Optional
@@ -87,6 +88,14 @@ def read_object(store: MinioStore, upload_id_: str, name: str) -> bytes:
     finally:
         response.close()
         response.release_conn()
+
+
+def leftovers(store: MinioStore, upload_id_: str) -> dict[str, int]:
+    """What a terminated upload left behind: nothing but, in the prefix layout, its tombstone
+    (a generation marked terminated, which keeps a stalled writer from reviving it)."""
+    return {name: size for name, size in stored_objects(store, upload_id_).items()
+            if not (name.startswith(".tus/info/")
+                    and json.loads(read_object(store, upload_id_, name)).get("terminated"))}
 
 
 def stored_file(store: MinioStore, upload_id_: str) -> bytes:

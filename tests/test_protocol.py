@@ -22,6 +22,7 @@ from .helpers import (
     create,
     create_url,
     head,
+    leftovers,
     metadata,
     patch,
     sha256,
@@ -448,7 +449,7 @@ def test_delete_removes_every_object_and_later_requests_404(server, store):
     if store.settings.layout == "bucket":
         assert not store.client.bucket_exists(uid)
     else:
-        assert stored_objects(store, uid) == {}
+        assert leftovers(store, uid) == {}
 
 
 # ----------------------------------------------------------------------------- storage contract
