@@ -30,8 +30,9 @@ from .objects import Objects
 
 log = logging.getLogger("tus_server.store")
 
-# Generations a read tries, newest first, before it calls the store degraded.
-READ_TRIES = 3
+# Generations a read tries, newest first, before it calls the store degraded: pruning keeps
+# two, and a stalled writer's commit into a pruned number always lands below both.
+READ_TRIES = 2
 # Unlisted, unreadable generations a write skips before it gives up (torn writes).
 SKIPS = 3
 # Generations are pruned when a request's commits cross a multiple of this.
