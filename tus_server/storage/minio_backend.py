@@ -33,11 +33,9 @@ from ..cooperative import offload
 from .digests import DigestPasses, RunningHashes
 from .generations import Generations
 from .layout import (  # noqa: F401  (names tests and tools import from here)
-    GENERATION_PREFIX,
     INDEX_PREFIX,
     INFO_NAME,
     LOCK_NAME,
-    PIECE_PREFIX,
     chunk_count,
     chunk_key,
     generation_key,
@@ -46,7 +44,7 @@ from .layout import (  # noqa: F401  (names tests and tools import from here)
 from .instances import Instances
 from .lease import Lease, settle
 from .objects import Objects, storage_errors
-from .parts import Parts, fold
+from .parts import Parts, finished_garbage, fold
 from .reader import ChunkReader
 from .store import (
     BodyVerifier,
@@ -212,30 +210,32 @@ class MinioStore:
                         bucket, prefix + chunk_key(info.filename, index, total),
                         CopySource(bucket, prefix + chunk_key(info.filename, index, None)))
             base, seen = info.version or 0, info.seen
+            before = copy.deepcopy(info)
             info.length = length
-            dropped = []
+            dropped = [piece[2] for piece in info.pieces] if info.offset == length else []
             token = uuid.uuid4().hex
-            if info.offset == length and info.pieces:
+            if info.offset == length and info.offset % size:
                 claimed = []
 
                 def claim() -> None:  # before replacing a chunk left by an earlier attempt
                     if not claimed:
-                        claimed.append(self.generations.commit(info, max(seen, base)))
+                        before.writer = token
+                        claimed.append(self.generations.commit(before, max(seen, base)))
 
-                parts = Parts(self.objects, self.generations, info, token, claim)
-                fold(parts, info.pieces, full, total, seen)
-                dropped = [piece[2] for piece in info.pieces]
+                fold(Parts(self.objects, self.generations, info, token, claim), info, total,
+                     seen)
                 info.pieces = []
                 seen = max([seen] + claimed)
             if info.offset == length:
                 mark_finished(info, self._hashes.take(upload_id, info.offset))
                 self._hashes.drop(upload_id)
+                dropped, info.garbage = dropped + info.garbage, []
             info.writer = token
             last = self.generations.commit(info, max(seen, base))
             names = [chunk_key(info.filename, index, None) for index in range(1, full + 1)]
             names += dropped + self.generations.prune_names(base, last)
             if info.completed:
-                names += info.garbage + self.objects.list_names(upload_id, PIECE_PREFIX)
+                names += finished_garbage(self.objects, info)
             self.objects.remove_names(upload_id, sorted(set(names)))
             if info.completed and info.sha256 is None:
                 self.schedule_digest(upload_id)

@@ -18,7 +18,7 @@ import mmap
 from typing import Callable, Optional
 
 from .generations import Generations
-from .layout import chunk_key, piece_key
+from .layout import PIECE_PREFIX, chunk_key, piece_key
 from .objects import CRC32C_HEADER, Objects, crc32c_b64, storage_errors
 from .store import StorageUnavailable, StoredDataCorrupt, UploadInfo, UploadNotFound, WriteFenced
 
@@ -135,16 +135,30 @@ class Parts:
 
 
 
-def fold(parts: Parts, pieces: list, index: int, total: int, seen: int) -> None:
-    """Put chunk `index` (0-based) from its pieces alone: the upload ends where they end."""
-    size = parts.info.chunk_size
+def fold(parts: Parts, info: UploadInfo, total: int, seen: int) -> None:
+    """Put the chunk holding the offset from its stored bytes alone (the pieces, or for state
+    of earlier versions the head of the chunk object): the upload ends at the offset."""
+    size = info.chunk_size
+    index, head_len = divmod(info.offset, size)
     buf = mmap.mmap(-1, size)
     try:
-        parts.load(buf, pieces, index * size, seen)
-        view = memoryview(buf)[:pieces[-1][1] - index * size]
+        if info.pieces:
+            parts.load(buf, info.pieces, index * size, seen)
+        else:
+            parts.load_legacy_head(buf, index, None, head_len)
+        view = memoryview(buf)[:head_len]
         try:
             parts.put_chunk(view, index, total)
         finally:
             view.release()
     finally:
         buf.close()
+
+
+def finished_garbage(objects: Objects, info: UploadInfo) -> list[str]:
+    """Once an upload is finished no writer can reference a piece or a deferred-length chunk
+    any more: those left by writers that died or failed (one LIST, once per upload)."""
+    deferred = f"{info.filename}.part"
+    return [name for name in objects.list_names(info.id)
+            if name.startswith(PIECE_PREFIX) or (name.startswith(deferred)
+                                                 and name.endswith("of_"))]

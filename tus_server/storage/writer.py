@@ -44,10 +44,10 @@ from typing import BinaryIO, Optional
 
 from ..config import Settings
 from .generations import Generations
-from .layout import PIECE_PREFIX, chunk_count, generation_key
+from .layout import chunk_count, generation_key
 from .lease import Lease
 from .objects import Objects
-from .parts import Parts, piece_size
+from .parts import Parts, finished_garbage, piece_size
 from .store import (
     BodyVerifier,
     ChecksumMismatch,
@@ -421,8 +421,8 @@ class ChunkWriter:
                                                      if n < newest - 1])
             raise UploadTakenOver(f"another request took over upload {self.info.id}")
         names = self.to_delete + self.generations.prune_names(self.base, self.last)
-        if self.info.completed:  # pieces of writers that died cannot be referenced any more
-            names += self.objects.list_names(self.info.id, PIECE_PREFIX)
+        if self.info.completed:
+            names += finished_garbage(self.objects, self.info)
         self.objects.remove_names(self.info.id, sorted(set(names)))
 
     def _drop_uncommitted(self) -> None:
