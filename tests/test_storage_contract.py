@@ -69,27 +69,46 @@ def test_tiny_patches_put_only_their_own_bytes(server, store):
     assert sha256(requests.get(url).content) == sha256(data + b"!")
 
 
+def _as_earlier_versions_stored_it(store, uid: str, offset: int, chunks: dict) -> None:
+    """Rewrite an upload as earlier versions kept it: the state in `.tus/info.json` (rewritten
+    in place) and the head of the current chunk in the chunk object itself."""
+    bucket, prefix = store._location(uid)
+    [generation] = [n for n in stored_objects(store, uid) if n.startswith(GENERATION_PREFIX)]
+    state = json.loads(store.client.get_object(bucket, prefix + generation).read())
+    objects = {INFO_NAME: json.dumps({**state, "offset": offset}).encode(), **chunks}
+    for name, body in objects.items():
+        headers = {CRC32C_HEADER: crc32c_b64(body), "Content-Length": str(len(body))}
+        assert store.objects.put_if(uid, prefix + name, body, headers) is not None
+    store.objects.remove_names(uid, [generation])
+
+
 def test_an_upload_written_by_earlier_versions_reads_and_resumes(make_server, store):
-    """Earlier versions kept the state in `.tus/info.json` (rewritten in place) and the head of
-    the current chunk in the chunk object itself."""
     size = 64 * KIB
     server = make_server(chunk_size=size)
     data = os.urandom(3 * size)
     url = create_url(server.url, len(data), metadata(filename="old.bin"))
     uid = upload_id(url)
-    bucket, prefix = store._location(uid)
-    [generation] = [n for n in stored_objects(store, uid) if n.startswith(GENERATION_PREFIX)]
-    state = json.loads(store.client.get_object(bucket, prefix + generation).read())
     offset = size + 5000  # chunk 1 whole, the head of chunk 2 in `old.bin.part2of3`
-    for name, body in ((INFO_NAME, json.dumps({**state, "offset": offset}).encode()),
-                       ("old.bin.part1of3", data[:size]), ("old.bin.part2of3", data[size:offset])):
-        headers = {CRC32C_HEADER: crc32c_b64(body), "Content-Length": str(len(body))}
-        assert store.objects.put_if(uid, prefix + name, body, headers) is not None
-    store.objects.remove_names(uid, [generation])
-
+    _as_earlier_versions_stored_it(store, uid, offset, {"old.bin.part1of3": data[:size],
+                                                        "old.bin.part2of3": data[size:offset]})
     assert head(url).headers["Upload-Offset"] == str(offset)  # read as generation 0
     assert patch(url, offset, data[offset:offset + 100]).status_code == 204
     assert any(n.startswith(GENERATION_PREFIX) for n in stored_objects(store, uid))
     assert patch(url, offset + 100, data[offset + 100:]).status_code == 204
+    got = requests.get(url)
+    assert got.status_code == 200 and sha256(got.content) == sha256(data)
+
+
+def test_a_deferred_upload_of_earlier_versions_finishes_cut_at_the_offset(make_server, store):
+    """Earlier versions left bytes past the offset in the head chunk (a PATCH whose checksum
+    failed); declaring the length now takes only the bytes up to the offset."""
+    server = make_server(chunk_size=64 * KIB)
+    url = create_url(server.url, headers={"Upload-Defer-Length": "1"},
+                     meta=metadata(filename="old.bin"))
+    uid = upload_id(url)
+    data, unverified = os.urandom(5000), os.urandom(3000)
+    _as_earlier_versions_stored_it(store, uid, len(data), {"old.bin.part1of_": data + unverified})
+    response = patch(url, len(data), b"", {"Upload-Length": str(len(data))})
+    assert response.status_code == 204, response.text
     got = requests.get(url)
     assert got.status_code == 200 and sha256(got.content) == sha256(data)
