@@ -62,6 +62,8 @@ from .store import (
 
 log = logging.getLogger("tus_server.store")
 
+# Pieces a chunk holds before new ones are merged with the last ones.
+FREE_PIECES = 4
 # Piece keys a generation collects as garbage before one commit drops them all, to be deleted
 # in one request after it.
 GARBAGE_BATCH = 8
@@ -357,13 +359,14 @@ class ChunkWriter:
 
     def _hand_over_piece(self, buf, index: int, lo: int, fill: int, end: int,
                          existing: list) -> None:
-        """The body ended inside chunk `index`: its bytes [lo, fill) become a piece. Pieces
-        no larger than the new one are merged into it (read into the buffer, stored again as
-        part of it), so a chunk holds O(log C) pieces and each byte is rewritten O(log C)
-        times however small the PATCHes."""
+        """The body ended inside chunk `index`: its bytes [lo, fill) become a piece. Once the
+        chunk holds FREE_PIECES, the last pieces smaller than twice the new one are merged into
+        it (read into the buffer, stored again as part of it): then each further piece is at
+        most half the one before, so a chunk holds at most FREE_PIECES + log2(C) pieces, and a
+        merged byte lands in a piece at least 1.5 times larger each time it is rewritten."""
         kept = list(existing)
         load, dropped = [], []
-        while kept and piece_size(kept[-1]) <= fill - lo:
+        while len(kept) >= FREE_PIECES and piece_size(kept[-1]) < 2 * (fill - lo):
             merged = kept.pop()
             load.append(merged)
             dropped.append(merged[2])
