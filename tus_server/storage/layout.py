@@ -16,7 +16,8 @@ still read as generation 0. `.tus/pieces/` hold the bytes of the chunk that is n
 
 Chunk X (1-based) holds bytes [(X-1)*C, X*C) of the file, C being the chunk size fixed at
 creation; Y = ceil(length / C). While the length is deferred, chunks are named
-`<filename>.part<X>of_` and are renamed by server-side copy once the length is declared.
+`<filename>.part<X>of_`; once the length is declared, those below the offset are copied to
+`of<Y>` (new keys) and the chunk holding the offset is made from its pieces.
 """
 from __future__ import annotations
 

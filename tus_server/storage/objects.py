@@ -215,15 +215,14 @@ class Objects:
         except UploadNotFound:
             pass
 
-    def list_names(self, upload_id: str, under: str = "", limit: Optional[int] = None,
-                   recursive: bool = True) -> list[str]:
+    def list_names(self, upload_id: str, under: str = "",
+                   limit: Optional[int] = None) -> list[str]:
         """Names (relative to the upload's prefix) under `under`, in key order; one LIST
         request while `limit` is at most 1000. Raises UploadNotFound when the bucket is gone."""
         bucket, prefix = self.location(upload_id)
         names = []
         with storage_errors(upload_id):
-            for obj in self.client.list_objects(bucket, prefix=prefix + under,
-                                                recursive=recursive):
+            for obj in self.client.list_objects(bucket, prefix=prefix + under, recursive=True):
                 names.append(obj.object_name[len(prefix):])
                 if limit is not None and len(names) >= limit:
                     break
