@@ -1,16 +1,20 @@
 """The storage contract's bookkeeping: state generations and pieces stay few, tiny PATCHes
-cost MinIO only their own bytes, and uploads stored as `.tus/info.json` by earlier versions
-still read and resume."""
+cost MinIO only their own bytes, uploads stored as `.tus/info.json` by earlier versions still
+read and resume, and a stalled writer's commit into a pruned generation changes nothing."""
 from __future__ import annotations
 
 import collections
+import io
 import json
 import os
 
+import pytest
 import requests
 
-from tus_server.storage.layout import GENERATION_PREFIX, INFO_NAME, PIECE_PREFIX
+from tus_server.storage.layout import GENERATION_PREFIX, INFO_NAME, PIECE_PREFIX, generation_key
 from tus_server.storage.objects import CRC32C_HEADER, crc32c_b64
+from tus_server.storage.store import UploadInfo, UploadTakenOver, new_upload_id
+from tus_server.storage.writer import ChunkWriter
 
 from .helpers import MIB, create_url, head, metadata, patch, sha256, stored_objects, upload_id
 
@@ -112,3 +116,38 @@ def test_a_deferred_upload_of_earlier_versions_finishes_cut_at_the_offset(make_s
     assert response.status_code == 204, response.text
     got = requests.get(url)
     assert got.status_code == 200 and sha256(got.content) == sha256(data)
+
+
+class _HeldLease:
+    """The lease as the writer sees it (a real one would have been lost to the other writer
+    meanwhile; here the point is what the generations alone decide)."""
+
+    stop_reason = None
+    on_stop = None
+
+
+def test_a_stalled_writer_whose_generation_was_pruned_answers_taken_over(store):
+    """Writer A read generation 2 and stalled past its lease; B committed up to generation 8,
+    which pruned 3. A's commit into 3 then succeeds but lies below B's: A's check at the end of
+    its request finds that out, deletes it, and answers as taken over; B's state stands."""
+    info = store.create(UploadInfo(id=new_upload_id(), length=4 * KIB, filename="stale.bin"))
+    uid = info.id
+    store.write(uid, 0, io.BytesIO(b"a" * 100), 100)
+    stale = store.get(uid)
+    assert stale.version == 2
+    for n in range(6):  # generations 3 to 8, each a writer of its own
+        store.write(uid, 100 + 10 * n, io.BytesIO(b"b" * 10), 10)
+    assert store.get(uid).version == 8
+    assert generation_key(3) not in stored_objects(store, uid)
+
+    writer = ChunkWriter(store.objects, store.generations, store.settings, stale, _HeldLease(),
+                         None, None)
+    writer.started -= store.settings.lock_lease  # it stalled
+    with pytest.raises(UploadTakenOver):
+        writer.run(io.BytesIO(b"x" * 500), 4 * KIB - 100)
+    assert writer.written == [3]
+    assert generation_key(3) not in stored_objects(store, uid)
+    current = store.get(uid)
+    assert current.version == 8 and current.offset == 160
+    store.write(uid, 160, io.BytesIO(b"c" * (4 * KIB - 160)), 4 * KIB - 160)
+    assert b"".join(store.open(uid, 0, 4 * KIB)) == b"a" * 100 + b"b" * 60 + b"c" * (4 * KIB - 160)
