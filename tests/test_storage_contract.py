@@ -142,10 +142,10 @@ def test_a_stalled_writer_whose_generation_was_pruned_answers_taken_over(store):
 
     writer = ChunkWriter(store.objects, store.generations, store.settings, stale, _HeldLease(),
                          None, None)
-    writer.started -= store.settings.lock_lease  # it stalled
+    writer.commits.started -= store.settings.lock_lease  # it stalled
     with pytest.raises(UploadTakenOver):
         writer.run(io.BytesIO(b"x" * 500), 4 * KIB - 100)
-    assert writer.written == [3]
+    assert writer.commits.written == [3]
     assert generation_key(3) not in stored_objects(store, uid)
     current = store.get(uid)
     assert current.version == 8 and current.offset == 160

@@ -44,10 +44,11 @@ from typing import BinaryIO, Optional
 
 from ..config import Settings
 from .generations import Generations
-from .layout import chunk_count, generation_key
+from .commits import Commits
+from .layout import chunk_count
 from .lease import Lease
 from .objects import Objects
-from .parts import Parts, finished_garbage, piece_size
+from .parts import Parts, piece_size
 from .store import (
     BodyVerifier,
     ChecksumMismatch,
@@ -64,9 +65,6 @@ log = logging.getLogger("tus_server.store")
 
 # Pieces a chunk holds before new ones are merged with the last ones.
 FREE_PIECES = 4
-# Piece keys a generation collects as garbage before one commit drops them all, to be deleted
-# in one request after it.
-GARBAGE_BATCH = 8
 
 
 class ChunkWriter:
@@ -82,11 +80,7 @@ class ChunkWriter:
         self.token = uuid.uuid4().hex
         self.size = info.chunk_size
         self.total = chunk_count(info.length, self.size) if info.length is not None else None
-        self.base = info.version or 0  # the generation this writer started from
-        self.seen = max(info.seen, self.base)  # the highest generation number it has seen
-        self.last: Optional[int] = None  # the newest generation it committed
-        self.written: list[int] = []  # every generation it committed
-        self.started = time.monotonic()
+        self.commits = Commits(objects, generations, info, self.token, settings.lock_lease)
         self.parts = Parts(objects, generations, info, self.token, self._claim)
         self.free: queue.Queue = queue.Queue()
         self.full: queue.Queue = queue.Queue()
@@ -99,9 +93,6 @@ class ChunkWriter:
         self.staged: tuple[list, list] = (list(info.pieces), [])  # with a verifier
         self.error: Optional[BaseException] = None
         self.committed = info.offset
-        self.mine: list[str] = []  # pieces this writer put
-        self.referenced: set[str] = set()  # ... and committed in some generation
-        self.to_delete: list[str] = []  # dropped by a committed generation: delete at the end
         self.stream = None
         self.info_guard = threading.Lock()  # the claim and the commits write in turn
 
@@ -123,27 +114,11 @@ class ChunkWriter:
                 pass
 
     # ----------------------------------------------------------------- generations
-    def _write_generation(self) -> None:
-        """Commit `self.info` (caller holds info_guard) as a generation naming this writer."""
-        info = self.info
-        info.writer = self.token
-        release = []
-        if info.completed or len(info.garbage) >= GARBAGE_BATCH:
-            release = info.garbage + ([p[2] for p in info.pieces] if info.completed else [])
-            info.garbage = []
-            if info.completed:
-                info.pieces = []
-        self.last = self.generations.commit(info, max(self.seen, self.last or 0))
-        self.seen = self.last
-        self.written.append(self.last)
-        self.referenced.update(p[2] for p in info.pieces)
-        self.to_delete += release
-
     def _claim(self) -> None:
         """Before replacing garbage: make sure a generation names this writer."""
         with self.info_guard:
-            if self.last is None:
-                self._write_generation()
+            if self.commits.last is None:
+                self.commits.commit(self.info)
 
     def _adopt_legacy_head(self, buf, index: int, head_len: int) -> None:
         """State written before pieces existed keeps the head of the current chunk in the
@@ -155,11 +130,11 @@ class ChunkWriter:
             piece = self.parts.put_piece(view, index * self.size)
         finally:
             view.release()
-        self.mine.append(piece[2])
+        self.commits.mine.append(piece[2])
         self.parts.loaded.add(piece[2])
         with self.info_guard:
             self.info.pieces = [piece]
-            self._write_generation()
+            self.commits.commit(self.info)
         self.staged = ([piece], [])
 
     # ----------------------------------------------------------------- stopping
@@ -198,14 +173,14 @@ class ChunkWriter:
         whole chunk, after reading the stored pieces in `load` into it."""
         chunk_start = index * self.size
         if load:
-            self.parts.load(buf, load, chunk_start, self.seen)
+            self.parts.load(buf, load, chunk_start, self.commits.seen)
         view = memoryview(buf)[lo or 0:length]
         try:
             if lo is None:
                 self.parts.put_chunk(view, index, self.total)
             else:
                 piece = self.parts.put_piece(view, chunk_start + lo)
-                self.mine.append(piece[2])
+                self.commits.mine.append(piece[2])
                 pieces, dropped = self.after[end_offset]
                 pieces.append(piece)
         finally:
@@ -251,7 +226,7 @@ class ChunkWriter:
         try:
             with self.info_guard:
                 self._advance(end_offset, pieces, dropped)
-                self._write_generation()
+                self.commits.commit(self.info)
                 self.committed = end_offset
         except BaseException as exc:  # reported by run()
             if self.error is None:
@@ -349,7 +324,7 @@ class ChunkWriter:
         try:
             return self._finish(stream, received, at_room)
         except BaseException:
-            self._drop_uncommitted()
+            self.commits.drop_uncommitted(self.info.id)
             raise
 
     def _hand_over_chunk(self, buf, index: int, fill: int, end: int, head: list) -> None:
@@ -389,8 +364,8 @@ class ChunkWriter:
             mark_finished(self.info, self.hasher)
         if finished or (self.verifier is not None and received):
             with self.info_guard:
-                self._write_generation()
-        self._end_request()
+                self.commits.commit(self.info)
+        self.commits.end_request(self.info)
         # A stop that cut the body short is said as such; one after its end changes nothing.
         reason = None if getattr(stream, "complete", True) else getattr(stream, "stop_reason", None)
         if reason == "shutdown":
@@ -402,38 +377,6 @@ class ChunkWriter:
             raise LengthExceeded(
                 f"the body goes past the upload length; stored up to offset {info.offset}")
         return WriteResult(info=info, received=received, interrupted=interrupted)
-
-    def _end_request(self) -> None:
-        """After the last commit: make sure it is the newest generation (a writer that stalled
-        past its lease may have committed into a pruned number), then delete what the commits
-        dropped and prune old generations, in one request.
-
-        The check is one LIST, skipped when the request took less than half its lease: nobody
-        takes over a lease that has not run out (with clocks in sync, as lease.py assumes), so
-        nobody can have pruned. Either way the bytes are safe; this only keeps a stalled
-        writer from answering 204 with an offset that is not the upload's.
-        """
-        if self.last is None:
-            return
-        stalled = time.monotonic() - self.started > self.settings.lock_lease / 2
-        newest = self.generations.newest(self.info.id) if stalled else self.last
-        if newest != self.last:
-            # Ours lie below a later writer's and are never read (those below its predecessor,
-            # which a read may fall back to): delete them.
-            self.objects.remove_names(self.info.id, [generation_key(n) for n in self.written
-                                                     if n < newest - 1])
-            raise UploadTakenOver(f"another request took over upload {self.info.id}")
-        names = self.to_delete + self.generations.prune_names(self.base, self.last)
-        if self.info.completed:
-            names += finished_garbage(self.objects, self.info)
-        self.objects.remove_names(self.info.id, sorted(set(names)))
-
-    def _drop_uncommitted(self) -> None:
-        """Pieces this writer put that no generation of its lists are garbage: delete them
-        (best effort; a generation it did commit may be a later writer's start)."""
-        names = [name for name in self.mine if name not in self.referenced]
-        if names:
-            self.objects.remove_names(self.info.id, names)
 
 
 def mark_finished(info: UploadInfo, hasher) -> None:
