@@ -47,10 +47,9 @@ KIB = 1024
 
 
 def newest_state_key(store: MinioStore, uid: str) -> str:
-    """The object holding the upload's current state (relative to its bucket or prefix)."""
-    names = sorted(name for name in stored_objects(store, uid)
-                   if name.startswith(GENERATION_PREFIX) or name == INFO_NAME)
-    generations = [name for name in names if name.startswith(GENERATION_PREFIX)]
+    """The object holding the upload's current state (relative to its bucket or prefix): the
+    newest generation (they sort newest first), or the single state object of earlier versions."""
+    generations = sorted(n for n in stored_objects(store, uid) if n.startswith(GENERATION_PREFIX))
     return generations[0] if generations else INFO_NAME
 
 
