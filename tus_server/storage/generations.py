@@ -107,8 +107,8 @@ class Generations:
         number, also set as `info.version`. Raises `WriteFenced` when another request wrote
         a newer state, `UploadNotFound` when the upload's bucket is gone."""
         target = after + 1
+        data = json.dumps(info.to_dict(), separators=(",", ":")).encode()
         for _ in range(SKIPS + 1):
-            data = json.dumps(info.to_dict(), separators=(",", ":")).encode()
             if self.objects.conditional_put(info.id, generation_key(target), data,
                                             if_none_match=True) is not None:
                 info.version = info.seen = target
