@@ -80,6 +80,12 @@ def chunk_objects(store: MinioStore, upload_id_: str) -> dict[str, int]:
     return {k: v for k, v in stored_objects(store, upload_id_).items() if not k.startswith(".tus/")}
 
 
+def data_objects(store: MinioStore, upload_id_: str) -> dict[str, int]:
+    """The objects that hold file bytes: chunks, and pieces of a chunk not yet full."""
+    return {k: v for k, v in stored_objects(store, upload_id_).items()
+            if not k.startswith(".tus/") or k.startswith(".tus/pieces/")}
+
+
 def read_object(store: MinioStore, upload_id_: str, name: str) -> bytes:
     bucket, prefix = store._location(upload_id_)
     response = store.client.get_object(bucket, prefix + name)

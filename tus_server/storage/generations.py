@@ -56,24 +56,38 @@ class Generations:
 
     def read(self, upload_id: str) -> UploadInfo:
         """The newest readable generation; `version` is its number, `seen` the highest listed."""
+        info = self._read_once(upload_id)
+        if info is None:  # the first generation appeared between two LISTs (a creation)
+            info = self._read_once(upload_id, last_try=True)
+        if info.terminated:
+            raise UploadNotFound(upload_id)
+        return info
+
+    def _read_once(self, upload_id: str, last_try: bool = False) -> Optional[UploadInfo]:
         numbers = self.listed(upload_id)
         for number in numbers:
             info = self._get(upload_id, generation_key(number))
             if info is not None:
                 info.version, info.seen = number, numbers[0]
-                break
+                return info
             log.warning("generation %d unreadable, reading the one before upload_id=%s",
                         number, upload_id)
-        else:
-            if numbers:
-                raise StorageUnavailable(f"no generation of upload {upload_id} is readable")
-            info = self._get(upload_id, INFO_NAME)  # written by earlier versions
-            if info is None:
-                self._raise_missing(upload_id)
+        if numbers:
+            raise StorageUnavailable(f"no generation of upload {upload_id} is readable")
+        info = self._get(upload_id, INFO_NAME)  # written by earlier versions
+        if info is not None:
             info.version, info.seen = 0, 0
-        if info.terminated:
+            return info
+        # 404 only when MinIO says nothing of the upload remains (the lock, which any request
+        # may create, does not count); anything else without a state is a degraded store.
+        names = [name for name in self.objects.list_names(upload_id, limit=2)
+                 if name != LOCK_NAME]
+        if not names:
             raise UploadNotFound(upload_id)
-        return info
+        if not last_try and any(name.startswith(GENERATION_PREFIX) for name in names):
+            return None
+        log.warning("objects but no readable state upload_id=%s", upload_id)
+        raise StorageUnavailable(f"the state of upload {upload_id} cannot be read")
 
     def readable(self, upload_id: str, number: int) -> bool:
         return self._get(upload_id, generation_key(number)) is not None
@@ -91,15 +105,6 @@ class Generations:
         except (ValueError, TypeError):
             log.warning("state object %s is damaged upload_id=%s", name, upload_id)
             return None
-
-    def _raise_missing(self, upload_id: str) -> None:
-        """404 only when MinIO says nothing of the upload remains (the lock, which any request
-        may create, does not count); anything else without a state is a degraded store."""
-        names = self.objects.list_names(upload_id, limit=2)
-        if any(name != LOCK_NAME for name in names):
-            log.warning("objects but no readable state upload_id=%s", upload_id)
-            raise StorageUnavailable(f"the state of upload {upload_id} cannot be read")
-        raise UploadNotFound(upload_id)
 
     # ----------------------------------------------------------------- writing
     def commit(self, info: UploadInfo, after: int) -> int:
