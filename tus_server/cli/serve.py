@@ -16,7 +16,6 @@ import sys
 import textwrap
 
 from ..config import ConfigError, Settings, require_auth_choice
-from ..storage.probe import refusal_at_start
 from .common import say
 
 # The settings a deployment decides, for `serve --help`; every one is in docs/configuration.md.
@@ -113,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
         say(f"error: {exc}")
         return 2
     # An S3 server without conditional writes (storage/probe.py) is refused here too, in one
-    # line, rather than by every worker as it boots.
+    # line, rather than by every worker as it boots. (Imported here: `--help` stays fast.)
+    from ..storage.probe import refusal_at_start
+
     refused = refusal_at_start(Settings.from_env(env))
     if refused:
         say(f"error: {refused}")
