@@ -15,7 +15,7 @@ import pytest
 import requests
 from tusclient import client as tus_client
 
-from tus_server.storage.minio_backend import LOCK_NAME
+from tus_server.storage.lease import current as current_lock
 
 from .helpers import MIB, create_url, head, metadata, patch, sha256, stored_file, upload_id
 from .raw_http import RawPatch
@@ -47,7 +47,8 @@ def offset_of(url: str) -> int:
 
 
 def lock_taken(store, uid: str) -> bool:
-    return store.read_object(uid, LOCK_NAME)[0] is not None
+    lock = current_lock(store.objects, uid)
+    return lock is not None and lock.state != "released"
 
 
 # ----------------------------------------------------------------------------- stale writer
@@ -199,7 +200,7 @@ def test_silent_patch_ends_after_the_body_timeout_keeping_its_bytes(gunicorn_ser
     assert time.monotonic() - began < 4
     writer.close()
     assert offset_of(url) == 1000
-    assert store.read_object(upload_id(url), LOCK_NAME) == (None, None)
+    assert not lock_taken(store, upload_id(url))
 
 
 def test_idle_patch_connections_do_not_starve_a_fresh_client(gunicorn_server, tmp_path):

@@ -3,7 +3,7 @@
     bucket layout (default)            prefix layout (TUS_LAYOUT=prefix)
     bucket  tus-<hex>/                 bucket  $TUS_BUCKET/
       .tus/info.json                     tus-<hex>/.tus/info.json
-      .tus/lock                          tus-<hex>/.tus/lock
+      .tus/lock/<generation>...          tus-<hex>/.tus/lock/<generation>...
       <filename>.part1of<Y>              tus-<hex>/<filename>.part1of<Y>
       ...                                ...
       <filename>.part<Y>of<Y>            tus-<hex>/<filename>.part<Y>of<Y>
@@ -22,7 +22,7 @@ from ..config import Settings
 from .store import UploadInfo, UploadNotFound, is_upload_id
 
 INFO_NAME = ".tus/info.json"
-LOCK_NAME = ".tus/lock"
+LOCK_PREFIX = ".tus/lock/"  # write-once generations, storage/lease.py
 INDEX_PREFIX = ".tus-index/"
 
 

@@ -6,9 +6,10 @@ Per upload (see `storage/layout.py` for where each object lives):
   offset, which are ignored and overwritten when the upload resumes.
 * `<filename>.part<X>of<Y>` are the chunk objects, each carrying its own SHA-256
   (`storage/writer.py` writes them, `storage/reader.py` reads and verifies them).
-* `.tus/lock` is a lease with hand-over (`storage/lease.py`); every write is additionally
-  fenced by S3 preconditions, so a stalled writer can never overwrite a later one's bytes.
-* Termination removes every object of the upload and, in the bucket layout, the bucket.
+* `.tus/lock/` holds the lock's write-once generations, with hand-over (`storage/lease.py`);
+  every write is additionally fenced by S3 preconditions, so a stalled writer can never overwrite a later one's bytes.
+* Termination removes every object of the upload (lock generations included) and, in the
+  bucket layout, the bucket.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from .digests import DigestPasses, RunningHashes
 from .layout import (  # noqa: F401  (names tests and tools import from here)
     INDEX_PREFIX,
     INFO_NAME,
-    LOCK_NAME,
+    LOCK_PREFIX,
     chunk_count,
     chunk_key,
     index_marker,
