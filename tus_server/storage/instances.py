@@ -53,6 +53,8 @@ PREFIX = "instances/"
 # Seconds a verdict on another instance is reused (a waiter polls the lock every 50 ms).
 VERDICT_TTL = 0.25
 TOP = 10 ** 12
+# Beats that may hang at once (each for at most QUICK's timeout).
+IN_FLIGHT = 4
 # Seconds before a heartbeat that could not start (MinIO away) is tried again.
 START_BACKOFF = 5.0
 
@@ -67,7 +69,9 @@ class Heartbeat:
         self.id = secrets.token_hex(8)
         self.prefix = f"{PREFIX}{self.id}/"
         self.seq = 0
-        self._superseded: list[str] = []  # keys of earlier beats, to delete
+        self._unsettled: dict[int, str] = {}  # beats not yet superseded by a later one
+        self._in_flight = 0
+        self._guard = threading.Lock()
         self.pid = os.getpid()
         self.writes = 0  # heartbeat PUTs sent, for the request-rate figure
         self._body = json.dumps({"instance": self.id, "host": socket.gethostname(),
@@ -85,19 +89,23 @@ class Heartbeat:
 
     def _beat(self) -> None:
         """One PUT of a key never written before, given up after a few seconds."""
-        self.writes += 1
-        self.seq += 1
-        key = f"{self.prefix}{TOP - self.seq:012d}"
+        with self._guard:
+            self.writes += 1
+            self.seq += 1
+            seq = self.seq
+            self._unsettled[seq] = key = f"{self.prefix}{TOP - seq:012d}"
         url = self.objects.client.get_presigned_url("PUT", self.bucket, key,
                                                     expires=timedelta(minutes=15))
-        self._superseded.append(key)  # even when it fails: it may still land later
         response = self.objects.quick_http.request(
             "PUT", url, body=self._body, headers={"Content-Type": "application/json"},
             retries=False, timeout=QUICK)
         if response.status != 200:
             raise OSError(f"PUT answered {response.status}")
-        # In: every earlier beat (written or abandoned) is superseded, deleted in the background.
-        stale, self._superseded = self._superseded[:-1], self._superseded[-1:]
+        # In: every earlier beat (written, abandoned, or still hanging, which may land later)
+        # is superseded and deleted in the background.
+        with self._guard:
+            stale = [k for n, k in self._unsettled.items() if n < seq]
+            self._unsettled = {n: k for n, k in self._unsettled.items() if n >= seq}
         if stale:
             chores.submit(lambda: self._delete(stale), attempts=5)
 
@@ -108,20 +116,33 @@ class Heartbeat:
         return True
 
     def _run(self) -> None:
+        """A beat every interval, each in a thread of its own: a beat that hangs on its key
+        never holds up the next one (at most `IN_FLIGHT` wait at once)."""
         next_at = time.monotonic() + self.interval
         while not self._stop.wait(max(0.0, next_at - time.monotonic())):
             next_at = max(next_at + self.interval, time.monotonic())
-            try:
-                self._beat()
-            except Exception as exc:  # MinIO away: once per streak, then quiet until it is back
-                if not self._failing:
-                    log.warning("heartbeat not written (%s); this instance's locks may be "
-                                "taken over", exc)
-                self._failing = True
-                continue
-            if self._failing:
-                log.info("heartbeat written again instance=%s", self.id)
-            self._failing = False
+            with self._guard:
+                if self._in_flight >= IN_FLIGHT:
+                    continue
+                self._in_flight += 1
+            threading.Thread(target=self._beat_logged, name="tus-heartbeat-put",
+                             daemon=True).start()
+
+    def _beat_logged(self) -> None:
+        try:
+            self._beat()
+        except Exception as exc:  # MinIO away: once per streak, then quiet until it is back
+            if not self._failing:
+                log.warning("heartbeat not written (%s); this instance's locks may be "
+                            "taken over", exc)
+            self._failing = True
+            return
+        finally:
+            with self._guard:
+                self._in_flight -= 1
+        if self._failing:
+            log.info("heartbeat written again instance=%s", self.id)
+        self._failing = False
 
     def stop(self) -> None:
         """End the thread and delete the beats (other instances then see this one gone)."""
