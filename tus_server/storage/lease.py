@@ -60,6 +60,8 @@ WAIT_STEP = 0.05
 # once a second instead of flooding MinIO.
 KEEPER_READS_PER_SECOND = 100.0
 TOP = 10 ** 12
+# Failed MinIO requests a request's wait for the lock survives before it answers 503.
+RETRIES = 2
 
 # Locks held by this process, by holder id: a request here hands over in memory.
 _held: dict[str, "Lease"] = {}
@@ -170,7 +172,7 @@ class Lease:
         deadline = time.monotonic() + wait
         if self.instances is not None:
             self.instance = self.instances.own_id()
-        asked = None
+        asked, failures = None, 0
         while True:
             try:
                 newest = current(self.objects, self.upload_id)
@@ -186,7 +188,9 @@ class Lease:
                     ask_to_release(self.objects, self.upload_id, newest)
                     asked = newest
             except StorageUnavailable:
-                if time.monotonic() >= deadline:
+                # A stuck key costs a retry on the next number; MinIO away is a 503 soon.
+                failures += 1
+                if failures > RETRIES or time.monotonic() >= deadline:
                     raise
             if time.monotonic() >= deadline:
                 raise UploadLocked(f"upload {self.upload_id} is busy with another request")
@@ -335,7 +339,7 @@ def settle(objects: Objects, upload_id: str, wait: float,
     A HEAD uses this so it reports what a running PATCH stored, not an offset from before it.
     """
     deadline = time.monotonic() + wait
-    asked = False
+    asked, failures = False, 0
     while True:
         try:
             newest = current(objects, upload_id)
@@ -345,7 +349,8 @@ def settle(objects: Objects, upload_id: str, wait: float,
                 ask_to_release(objects, upload_id, newest)
                 asked = True
         except StorageUnavailable:
-            if time.monotonic() >= deadline:
+            failures += 1
+            if failures > RETRIES or time.monotonic() >= deadline:
                 raise
         if time.monotonic() >= deadline:
             raise UploadLocked(f"upload {upload_id} is busy with another request")

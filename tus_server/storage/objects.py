@@ -45,9 +45,9 @@ NOT_FOUND_CODES = {"NoSuchBucket", "NoSuchKey", "NoSuchUpload", "ResourceNotFoun
 # SHA-256 in user metadata (chunks written by earlier versions; still read and verified).
 CRC32C_HEADER = "x-amz-checksum-crc32c"
 SHA256_META = "x-amz-meta-sha256"
-# The query-string signature of a presigned URL, replaced by a header signature (`_signed_put`).
 # Timeouts of lock and heartbeat requests: an answer later than this says nothing useful.
 QUICK = urllib3.Timeout(connect=2.0, read=3.0)
+# The query-string signature of a presigned URL, replaced by a header signature (`_signed_put`).
 PRESIGN_PARAMS = {"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
                   "X-Amz-SignedHeaders", "X-Amz-Signature", "X-Amz-Security-Token"}
 
@@ -94,7 +94,7 @@ class Objects:
         self.settings = settings
         self.http = CountingPool(
             # Under gevent a worker has many more requests in flight: a larger pool keeps
-            # bursts (every open upload's lease renewal) from opening and discarding connections.
+            # bursts (every open upload's lock poll) from opening and discarding connections.
             maxsize=256 if cooperative.active() else 64,
             # Bounded: a key whose last write a dead MinIO node was coordinating stays locked
             # inside MinIO for a minute or two; a request on it must end as a 503 (the client
