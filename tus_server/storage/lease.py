@@ -70,6 +70,11 @@ _held_guard = threading.Lock()
 # them (a release or a take that failed): waiters here take over at once, and a chore writes
 # `released` above them.
 _orphaned: set[str] = set()
+# Hand-over requests seen here, by name: when first seen (see `nobody_writing`).
+_unanswered: dict[str, float] = {}
+# Seconds a live instance may leave a hand-over request unanswered (its keeper looks every few
+# seconds at most, `KEEPER_READS_PER_SECOND`) before its lock counts as free.
+UNANSWERED = 20.0
 # Per upload, the highest generation number this process tried: a number that failed is
 # never tried again, even when no LIST shows it.
 _tried: dict[str, int] = {}
@@ -126,13 +131,26 @@ def write_generation(objects: Objects, upload_id: str, newest: Optional[Generati
 
 
 def nobody_writing(generation: Generation, instances: Optional[Instances]) -> bool:
-    """Is nobody holding the upload: released, a lease over, a holder this process retired,
-    or a holder whose instance's heartbeat went silent?"""
+    """Is nobody holding the upload: released, a lease over, a holder this process retired or
+    no longer has, a holder whose instance's heartbeat went silent, or a hand-over request
+    left unanswered for `UNANSWERED` seconds (a backstop: fencing keeps such a holder, were
+    it still writing, from changing anything)?"""
     if generation.state == "released" or generation.holder in _orphaned:
         return True
     if generation.instance is None:
         return generation.expires < time.time()
-    return instances is not None and instances.is_dead(generation.instance)
+    if instances is None:
+        return False
+    if generation.instance == instances.own_id():
+        with _held_guard:
+            return generation.holder not in _held
+    if generation.state == "release":
+        seen = _unanswered.setdefault(generation.name(), time.monotonic())
+        if len(_unanswered) > 10000:
+            _unanswered.clear()
+        if time.monotonic() - seen > UNANSWERED:
+            return True
+    return instances.is_dead(generation.instance)
 
 
 class Lease:
