@@ -21,7 +21,10 @@ retired, and a background chore (`storage/chores.py`) writes `released` over it 
 Validity: a `held` generation that names an instance is valid while that instance's heartbeat
 is fresh, with no renewal write: a PATCH costs one PUT to take and one to release, whatever
 it lasts. A generation without an instance (heartbeats off or unwritable) is a lease of
-`TUS_LOCK_LEASE` seconds, renewed by a new `held` generation every third of it. The lock gives
+`TUS_LOCK_LEASE` seconds, renewed by a new `held` generation every third of it. Two backstops
+free a lock whose holder left without a `released` generation (its PUT lost): in the holder's
+own process, a holder that is no longer held here; elsewhere, a `release` request that stayed
+the newest generation for `UNANSWERED` seconds. The lock gives
 fairness and hand-over, not safety: a holder may stall at any moment, and only the fenced
 writes in `writer.py` keep a stale holder from changing what a later one stored.
 
