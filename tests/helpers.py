@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import threading
 from typing import Optional
@@ -10,6 +11,7 @@ from typing import Optional
 import requests
 from werkzeug.serving import make_server
 
+from tus_server.storage.layout import chunk_count, chunk_key
 from tus_server.storage.minio_backend import MinioStore
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -78,6 +80,12 @@ def chunk_objects(store: MinioStore, upload_id_: str) -> dict[str, int]:
     return {k: v for k, v in stored_objects(store, upload_id_).items() if not k.startswith(".tus/")}
 
 
+def data_objects(store: MinioStore, upload_id_: str) -> dict[str, int]:
+    """The objects that hold file bytes: chunks, and pieces of a chunk not yet full."""
+    return {k: v for k, v in stored_objects(store, upload_id_).items()
+            if not k.startswith(".tus/") or k.startswith(".tus/pieces/")}
+
+
 def read_object(store: MinioStore, upload_id_: str, name: str) -> bytes:
     bucket, prefix = store._location(upload_id_)
     response = store.client.get_object(bucket, prefix + name)
@@ -88,14 +96,23 @@ def read_object(store: MinioStore, upload_id_: str, name: str) -> bytes:
         response.release_conn()
 
 
+def leftovers(store: MinioStore, upload_id_: str) -> dict[str, int]:
+    """What a terminated upload left behind: nothing but, in the prefix layout, its tombstone
+    (a generation marked terminated, which keeps a stalled writer from reviving it)."""
+    return {name: size for name, size in stored_objects(store, upload_id_).items()
+            if not (name.startswith(".tus/info/")
+                    and json.loads(read_object(store, upload_id_, name)).get("terminated"))}
+
+
 def stored_file(store: MinioStore, upload_id_: str) -> bytes:
-    """The chunk objects concatenated in part order, read straight from MinIO."""
-    chunks = chunk_objects(store, upload_id_)
-
-    def part_number(name: str) -> int:
-        return int(name.rsplit(".part", 1)[1].split("of")[0])
-
-    return b"".join(read_object(store, upload_id_, n) for n in sorted(chunks, key=part_number))
+    """The bytes the upload's newest state says are stored, read straight from MinIO: the
+    chunk objects below the offset in part order, then the pieces of the chunk not yet full."""
+    info = store.get(upload_id_)
+    total = chunk_count(info.length, info.chunk_size) if info.length is not None else None
+    whole = total if info.completed else info.offset // info.chunk_size
+    data = b"".join(read_object(store, upload_id_, chunk_key(info.filename, x, total))
+                    for x in range(1, (whole or 0) + 1))
+    return data + b"".join(read_object(store, upload_id_, piece[2]) for piece in info.pieces)
 
 
 class ThreadedServer:

@@ -8,7 +8,7 @@ from email.utils import parsedate_to_datetime
 
 import requests
 
-from .helpers import TUS, create, create_url, head, patch, stored_objects, upload_id
+from .helpers import TUS, create, create_url, head, leftovers, patch, upload_id
 from .minio_process import ROOT
 
 
@@ -72,7 +72,7 @@ def test_cleanup_command_removes_expired_and_keeps_finished(make_server, store):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert stale in result.stdout
-    assert stored_objects(store, stale) == {}
+    assert leftovers(store, stale) == {}
     assert head(finished_url).status_code == 200
     assert requests.get(finished_url).content == b"abc"
     if settings.layout == "bucket":
@@ -86,7 +86,7 @@ def test_background_sweeper_removes_expired_uploads(make_server, store):
     while time.time() < deadline and head(url).status_code != 404:
         time.sleep(0.3)
     assert head(url).status_code == 404
-    assert stored_objects(store, upload_id(url)) == {}
+    assert leftovers(store, upload_id(url)) == {}
 
 
 def test_retention_removes_finished_uploads_when_configured(make_server, store):
@@ -104,4 +104,4 @@ def test_delete_of_expired_upload_still_terminates(make_server, store):
     url = create_url(server.url, 10)
     time.sleep(1.5)
     assert requests.delete(url, headers=TUS).status_code == 204
-    assert stored_objects(store, upload_id(url)) == {}
+    assert leftovers(store, upload_id(url)) == {}

@@ -22,6 +22,7 @@ from .helpers import (
     create,
     create_url,
     head,
+    leftovers,
     metadata,
     patch,
     sha256,
@@ -141,7 +142,7 @@ def test_post_creates_upload_with_absolute_location(server, store):
     assert parsed.path.startswith("/files/tus-")
     uid = upload_id(location)
     assert len(uid) == 36 and all(c in "0123456789abcdef" for c in uid[4:])
-    assert ".tus/info.json" in stored_objects(store, uid)
+    assert ".tus/info/999999999998" in stored_objects(store, uid)  # generation 1
     if store.settings.layout == "bucket":
         assert store.client.bucket_exists(uid)
 
@@ -387,12 +388,16 @@ def test_deferred_chunks_are_renamed_once_length_is_known(make_server, store):
     uid = upload_id(url)
     data = os.urandom(2500)
     assert patch(url, 0, data[:1500]).status_code == 204
-    assert chunk_objects(store, uid) == {"d.bin.part1of_": 1000, "d.bin.part2of_": 500}
+    # The chunk not yet full is a piece: only its own bytes, never re-put.
+    assert chunk_objects(store, uid) == {"d.bin.part1of_": 1000}
+    pieces = {k: v for k, v in stored_objects(store, uid).items() if k.startswith(".tus/pieces/")}
+    assert list(pieces.values()) == [500]
     assert head(url).headers["Upload-Defer-Length"] == "1"
     response = patch(url, 1500, data[1500:], headers={"Upload-Length": "2500"})
     assert response.status_code == 204 and response.headers["Upload-Offset"] == "2500"
     assert chunk_objects(store, uid) == {"d.bin.part1of3": 1000, "d.bin.part2of3": 1000,
                                          "d.bin.part3of3": 500}
+    assert not any(k.startswith(".tus/pieces/") for k in stored_objects(store, uid))
     head_response = head(url)
     assert head_response.headers["Upload-Length"] == "2500"
     assert "Upload-Defer-Length" not in head_response.headers
@@ -444,7 +449,7 @@ def test_delete_removes_every_object_and_later_requests_404(server, store):
     if store.settings.layout == "bucket":
         assert not store.client.bucket_exists(uid)
     else:
-        assert stored_objects(store, uid) == {}
+        assert leftovers(store, uid) == {}
 
 
 # ----------------------------------------------------------------------------- storage contract

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from .helpers import MIB, OCTET, TUS, chunk_objects
+from .helpers import MIB, OCTET, TUS, data_objects
 from .minio_process import ROOT
 from .test_auth import SECRET, bearer, create_as, finish
 from .test_faults import _slow_body, _stored_offset, _wait_until
@@ -37,8 +37,8 @@ def quota_server(make_server):
 
 
 def stored_bytes(server) -> int:
-    """Bytes in chunk objects of every stored upload, as MinIO lists them."""
-    return sum(sum(chunk_objects(server.store, upload_id).values())
+    """Bytes in chunk and piece objects of every stored upload, as MinIO lists them."""
+    return sum(sum(data_objects(server.store, upload_id).values())
                for upload_id in server.store.list_ids())
 
 
@@ -88,7 +88,7 @@ def test_the_byte_quota_holds_across_worker_processes(gunicorn_server, store):
         **DRAFT, "Upload-Complete": "?1", **bearer("alice")})] * 4
     results = parallel(streamed)
     assert all(refused(r) for r in results), results
-    held = sum(sum(chunk_objects(store, upload_id).values()) for upload_id in store.list_ids())
+    held = sum(sum(data_objects(store, upload_id).values()) for upload_id in store.list_ids())
     assert held <= QUOTA
 
 
@@ -108,7 +108,7 @@ def test_a_server_killed_mid_body_leaves_at_most_an_over_count(gunicorn_server, 
     sender.join(timeout=30)
     # Every byte in MinIO (past the offset too) was reserved before it was stored.
     record = json.loads(store.client.get_object("tusminio-system", _usage_key("alice")).read())
-    assert record["open"][uid]["bytes"] >= sum(chunk_objects(store, uid).values())
+    assert record["open"][uid]["bytes"] >= sum(data_objects(store, uid).values())
 
     app = gunicorn_server(port=app.port, chunk_size=CHUNK, lock_lease=2, extra_env=env)
     offset = _stored_offset(store, url)

@@ -41,7 +41,7 @@ from .. import errors
 from ..config import HOOK_EVENTS, Settings
 from ..names import metadata_text, safe_filename
 from ..ops import logs, metrics
-from ..storage.layout import INFO_NAME, chunk_count, location
+from ..storage.layout import INFO_NAME, chunk_count, generation_key, location
 from ..storage.store import UploadInfo, WriteResult, is_upload_id
 from .outbox import Deliverer, Outbox
 from .transport import HookError, HookResponse, HttpHookSender, HTTPResponse
@@ -75,7 +75,9 @@ def upload_event(info: UploadInfo, settings: Settings) -> dict:
     if is_upload_id(info.id):
         bucket, prefix = location(settings, info.id)
         storage = {"Type": "minio", "Endpoint": settings.minio_endpoint, "Bucket": bucket,
-                   "Prefix": prefix, "InfoKey": prefix + INFO_NAME,
+                   "Prefix": prefix,
+                   "InfoKey": prefix + (generation_key(info.version) if info.version
+                                        else INFO_NAME),
                    "ChunkSize": str(info.chunk_size),
                    "KeyPattern": f"{prefix}{info.filename}.part{{X}}of"
                                  + ("_" if info.length is None else

@@ -150,7 +150,7 @@ class Heartbeat:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         try:
-            for key in self.objects.list_names(self.bucket, self.prefix, 1000):
+            for key in self.objects.list_quickly(self.bucket, self.prefix, 1000):
                 self.objects.remove_quickly(self.bucket, key)
         except Exception as exc:  # MinIO stopped first: the object goes stale on its own
             log.info("heartbeat object not removed instance=%s (%s)", self.id,
@@ -233,7 +233,7 @@ class Instances:
         """Seconds since `instance`'s last heartbeat by MinIO's clock (inf when it has none),
         None when MinIO did not say."""
         try:
-            keys = self.objects.list_names(self.bucket, f"{PREFIX}{instance}/", 2)
+            keys = self.objects.list_quickly(self.bucket, f"{PREFIX}{instance}/", 2)
         except Exception:
             return None
         if not keys:

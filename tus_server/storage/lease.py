@@ -108,7 +108,7 @@ def parse_generation(name: str) -> Optional[Generation]:
 def current(objects: Objects, upload_id: str) -> Optional[Generation]:
     """The lock's newest generation (None: never taken). One LIST, short timeout."""
     bucket, prefix = objects.location(upload_id)
-    for key in objects.list_names(bucket, prefix + LOCK_PREFIX, 2, upload_id):
+    for key in objects.list_quickly(bucket, prefix + LOCK_PREFIX, 2, upload_id):
         generation = parse_generation(key[len(prefix + LOCK_PREFIX):])
         if generation is not None:
             return generation
@@ -331,7 +331,7 @@ def prune(objects: Objects, upload_id: str, below: int) -> bool:
     """Delete the lock generations older than number `below` (best effort)."""
     bucket, prefix = objects.location(upload_id)
     try:
-        names = objects.list_names(bucket, prefix + LOCK_PREFIX, 1000, upload_id)
+        names = objects.list_quickly(bucket, prefix + LOCK_PREFIX, 1000, upload_id)
     except UploadNotFound:
         return True
     for key in names:

@@ -1,15 +1,19 @@
 """MinioStore: the `Store` on MinIO, composed of the `storage` package's parts.
 
 Per upload (see `storage/layout.py` for where each object lives):
-* `.tus/info.json` is the upload's `UploadInfo` as JSON. Its `offset` is the truth: a chunk
-  object is put first and the info second, so a crash in between only leaves bytes past the
-  offset, which are ignored and overwritten when the upload resumes.
-* `<filename>.part<X>of<Y>` are the chunk objects, each carrying its own SHA-256
-  (`storage/writer.py` writes them, `storage/reader.py` reads and verifies them).
+* `.tus/info/<N>` are write-once generations of the upload's `UploadInfo` as JSON
+  (`storage/generations.py`). The newest readable one's `offset` is the truth: objects are put
+  first and the generation second, so a crash in between only leaves bytes past the offset,
+  which are ignored, never become part of a finished file, and are replaced when it resumes.
+* `<filename>.part<X>of<Y>` are the chunk objects and `.tus/pieces/` the bytes of the chunk
+  not yet full, each carrying its CRC32C (`storage/writer.py` and `storage/parts.py` write
+  them, `storage/reader.py` reads and verifies them).
 * `.tus/lock/` holds the lock's write-once generations, with hand-over (`storage/lease.py`);
-  every write is additionally fenced by S3 preconditions, so a stalled writer can never overwrite a later one's bytes.
-* Termination removes every object of the upload (lock generations included) and, in the
-  bucket layout, the bucket.
+  every write is additionally fenced by S3 preconditions, so a stalled writer can never
+  overwrite a later one's bytes.
+* Termination writes a tombstone generation, then removes every object of the upload (lock generations included) and, in
+  the bucket layout, the bucket (the prefix layout keeps the tombstone, so that a writer that
+  stalled past its lease cannot bring the upload back).
 """
 from __future__ import annotations
 
@@ -17,28 +21,31 @@ import copy
 import hashlib
 import io
 import logging
+import uuid
 from contextlib import contextmanager
 from typing import BinaryIO, Iterator, Optional
 
 from minio import Minio
 from minio.commonconfig import CopySource
-from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
 from ..config import Settings
 from ..cooperative import offload
 from .digests import DigestPasses, RunningHashes
+from .generations import Generations
 from .layout import (  # noqa: F401  (names tests and tools import from here)
     INDEX_PREFIX,
     INFO_NAME,
     LOCK_PREFIX,
     chunk_count,
     chunk_key,
+    generation_key,
     index_marker,
 )
 from .instances import Instances
 from .lease import Lease, settle
 from .objects import Objects, storage_errors
+from .parts import Parts, finished_garbage, fold
 from .reader import ChunkReader
 from .store import (
     BodyVerifier,
@@ -63,6 +70,7 @@ class MinioStore:
     def __init__(self, settings: Settings, client: Optional[Minio] = None):
         self.settings = settings
         self.objects = Objects(settings, client)
+        self.generations = Generations(self.objects)
         self.client = self.objects.client
         self.http = self.objects.http
         self.instances = Instances(self.objects, settings)
@@ -90,7 +98,7 @@ class MinioStore:
         self._shared_bucket_ready = True
 
     def _read_info(self, upload_id: str) -> UploadInfo:
-        return self.objects.read_info(upload_id)[0]
+        return self.generations.read(upload_id)
 
     def read_object(self, upload_id: str, name: str):
         return self.objects.read_object(upload_id, name)
@@ -107,7 +115,7 @@ class MinioStore:
         if info.length == 0:
             info.completed = True
             info.sha256 = hashlib.sha256().hexdigest()
-        self.objects.write_info(info, if_match=None)
+        self.generations.commit(info, after=0)
         return info
 
     def get(self, upload_id: str, settle_writer: bool = False) -> UploadInfo:
@@ -135,15 +143,15 @@ class MinioStore:
 
         `limit` caps the total size of an upload whose length is deferred (Tus-Max-Size).
         With a `verifier`, nothing is counted unless the whole body verifies. `known` is the
-        info the caller just read: used instead of reading it again (every write that depends
-        on it is conditional on its ETag, so a stale one is caught, and answered as a moved
+        info the caller just read: used instead of reading it again (every generation written
+        from it must be newer than it, so a stale one is caught, and answered as a moved
         offset when nothing was stored yet).
         """
         with self.locked(upload_id) as lease:
-            if known is not None and known.version and known.id == upload_id:
-                info, etag = copy.deepcopy(known), known.version
+            if known is not None and known.version is not None and known.id == upload_id:
+                info = copy.deepcopy(known)
             else:
-                info, etag = self.objects.read_info(upload_id)
+                info = self._read_info(upload_id)
             if info.offset != offset:
                 raise OffsetMismatch(info.offset, offset)
             if info.length is not None:
@@ -158,7 +166,8 @@ class MinioStore:
                     f"{'upload length' if info.length is not None else 'maximum size'} "
                     f"{offset + room}")
             hasher = self._hashes.take(upload_id, offset)
-            writer = ChunkWriter(self.objects, self.settings, info, etag, lease, verifier, hasher)
+            writer = ChunkWriter(self.objects, self.generations, self.settings, info, lease,
+                                 verifier, hasher)
             try:
                 result = writer.run(stream, room)
             except WriteFenced:
@@ -181,56 +190,80 @@ class MinioStore:
         return result
 
     def declare_length(self, upload_id: str, length: int) -> UploadInfo:
-        """Fix the length of a deferred upload and rename its `of_` chunks to `of<Y>`."""
+        """Fix the length of a deferred upload: its complete `of_` chunks are copied to
+        `of<Y>` (new keys), and when the length is the offset, the pieces of the last chunk are
+        folded into `part<Y>of<Y>`. Both are cut at the offset: bytes past it (a body that
+        failed its checksum, a writer killed before its commit) never enter the file."""
         with self.locked(upload_id):
-            info, etag = self.objects.read_info(upload_id)
+            info = self._read_info(upload_id)
             if info.length is not None:
                 return info
             if length < info.offset:
                 raise LengthExceeded(
                     f"Upload-Length {length} is below the {info.offset} bytes already stored")
-            etag = self.objects.write_info(info, etag)  # claim: a stale writer's commits fail
             bucket, prefix = self._location(upload_id)
-            total = chunk_count(length, info.chunk_size)
-            stored = chunk_count(info.offset, info.chunk_size)
+            size = info.chunk_size
+            total = chunk_count(length, size)
+            full = info.offset // size  # chunks wholly below the offset
             with storage_errors(upload_id):
-                for index in range(1, stored + 1):
+                for index in range(1, full + 1):
                     self.client.copy_object(
                         bucket, prefix + chunk_key(info.filename, index, total),
                         CopySource(bucket, prefix + chunk_key(info.filename, index, None)))
+            base, seen = info.version or 0, info.seen
+            before = copy.deepcopy(info)
             info.length = length
+            dropped = [piece[2] for piece in info.pieces] if info.offset == length else []
+            token = uuid.uuid4().hex
+            if info.offset == length and info.offset % size:
+                claimed = []
+
+                def claim() -> None:  # before replacing a chunk left by an earlier attempt
+                    if not claimed:
+                        before.writer = token
+                        claimed.append(self.generations.commit(before, max(seen, base)))
+
+                fold(Parts(self.objects, self.generations, info, token, claim), info, total,
+                     seen)
+                info.pieces = []
+                seen = max([seen] + claimed)
             if info.offset == length:
-                hasher = self._hashes.take(upload_id, info.offset)
-                mark_finished(info, hasher)
+                mark_finished(info, self._hashes.take(upload_id, info.offset))
                 self._hashes.drop(upload_id)
-            self.objects.write_info(info, etag)
-            with storage_errors(upload_id):
-                for index in range(1, stored + 1):
-                    self.client.remove_object(bucket, prefix + chunk_key(info.filename, index, None))
+                dropped, info.garbage = dropped + info.garbage, []
+            info.writer = token
+            last = self.generations.commit(info, max(seen, base))
+            names = [chunk_key(info.filename, index, None) for index in range(1, full + 1)]
+            names += dropped + self.generations.prune_names(base, last)
+            if info.completed:
+                names += finished_garbage(self.objects, info)
+            self.objects.remove_names(upload_id, sorted(set(names)))
             if info.completed and info.sha256 is None:
                 self.schedule_digest(upload_id)
             return info
 
     def terminate(self, upload_id: str) -> None:
-        bucket, prefix = self._location(upload_id)
+        bucket = self._location(upload_id)[0]
         with self.locked(upload_id, keep_lock_object=True):
-            info, etag = self.objects.read_info(upload_id)
-            # Claim first: a stalled writer's later info commits then fail.
-            self.objects.write_info(info, etag)
+            info = self._read_info(upload_id)
+            # A tombstone first: reads answer 404 from now on, and a stalled writer's later
+            # generations land below it (or hit its number and stop).
+            info.terminated, info.writer = True, None
+            tombstone = generation_key(self.generations.commit(info, info.seen))
             with storage_errors(upload_id):
                 for attempt in range(3):
-                    names = [obj.object_name for obj in
-                             self.client.list_objects(bucket, prefix=prefix, recursive=True)]
-                    # The info goes last: until it is gone, the upload still answers HEAD.
-                    names.sort(key=lambda name: name.endswith(INFO_NAME))
-                    self._remove_objects(bucket, names)
+                    names = [name for name in self.objects.list_names(upload_id)
+                             if name != tombstone]
+                    if not self.objects.remove_names(upload_id, names):
+                        raise StorageUnavailable(f"could not remove the objects of {upload_id}")
                     if self.settings.layout == "prefix":
                         self.client.remove_object(bucket, index_marker(info))
                         break
+                    self.objects.remove_names(upload_id, [tombstone])
                     try:
                         self.client.remove_bucket(bucket)
                         break
-                    except S3Error as exc:  # a stalled writer put a chunk meanwhile
+                    except S3Error as exc:  # a stalled writer put an object meanwhile
                         if exc.code != "BucketNotEmpty" or attempt == 2:
                             raise
         self._hashes.drop(upload_id)
@@ -240,11 +273,6 @@ class MinioStore:
             except Exception:  # the upload is gone; what counted it is repaired by `cleanup`
                 log.warning("after removing upload_id=%s, %r failed", upload_id, listener,
                             exc_info=True)
-
-    def _remove_objects(self, bucket: str, names: list[str]) -> None:
-        errors = list(self.client.remove_objects(bucket, [DeleteObject(n) for n in names]))
-        if errors:
-            raise StorageUnavailable(f"could not remove {len(errors)} objects: {errors[0]}")
 
     def open(self, upload_id: str, start: int, end: int,
              info: Optional[UploadInfo] = None) -> Iterator[bytes]:
@@ -336,9 +364,9 @@ class MinioStore:
         for piece in self.open(upload_id, 0, info.length or 0, info):
             offload(hasher.update, piece)  # a whole chunk: off the event loop under gevent
         with self.locked(upload_id, wait=30.0):
-            info, etag = self.objects.read_info(upload_id)
+            info = self._read_info(upload_id)
             if info.sha256:  # another process's pass got there first
                 return
-            info.sha256 = hasher.hexdigest()
-            self.objects.write_info(info, etag)
+            info.sha256, info.writer = hasher.hexdigest(), None
+            self.generations.commit(info, info.seen)
         log.info("digest computed upload_id=%s", upload_id)

@@ -8,18 +8,13 @@ every `x-amz-*` header, which AWS S3 and SeaweedFS require (a presigned URL woul
 chunk's CRC32C), and names the payload UNSIGNED-PAYLOAD, so the bytes go out as they are,
 hashed by nobody. The preconditions stay unsigned, as S3 allows.
 
-Every info write is conditional (`If-Match` on the ETag last read or written, `If-None-Match: *`
-at creation): a 412 means somebody else advanced the upload, and is raised as `WriteFenced`.
-Each info write carries a fresh `nonce`, so no two writes share an ETag (MinIO's ETag is the
-MD5 of the content).
+The upload's state is written by `generations.py` on top of these verbs.
 """
 from __future__ import annotations
 
 import base64
 import collections
-import json
 import logging
-import secrets
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -30,13 +25,14 @@ import crc32c
 import urllib3
 from minio import Minio
 from minio.credentials import Credentials
+from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
 from minio.signer import sign_v4_s3
 
 from .. import cooperative
 from ..config import Settings
-from .layout import INFO_NAME, location
-from .store import StorageUnavailable, UploadInfo, UploadNotFound, WriteFenced
+from .layout import location
+from .store import StorageUnavailable, UploadNotFound
 
 log = logging.getLogger("tus_server.store")
 
@@ -214,7 +210,7 @@ class Objects:
         except UploadNotFound:
             return None, None
 
-    def list_names(self, bucket: str, prefix: str, limit: int, context: str = "") -> list[str]:
+    def list_quickly(self, bucket: str, prefix: str, limit: int, context: str = "") -> list[str]:
         """The first `limit` object names under `prefix` (S3 lists in name order), asked with
         the short timeout of lock and heartbeat requests."""
         names: list[str] = []
@@ -246,26 +242,32 @@ class Objects:
         except UploadNotFound:
             pass
 
-    # ----------------------------------------------------------------- the info object
-    def read_info(self, upload_id: str) -> tuple[UploadInfo, str]:
-        """The upload's info and the ETag that a later conditional write must match."""
-        data, etag = self.read_object(upload_id, INFO_NAME)
-        if data is None:
-            raise UploadNotFound(upload_id)
-        info = UploadInfo.from_dict(json.loads(data))
-        info.version = etag or ""
-        return info, info.version
+    def list_names(self, upload_id: str, under: str = "",
+                   limit: Optional[int] = None) -> list[str]:
+        """Names (relative to the upload's prefix) under `under`, in key order; one LIST
+        request while `limit` is at most 1000. Raises UploadNotFound when the bucket is gone."""
+        bucket, prefix = self.location(upload_id)
+        names = []
+        with storage_errors(upload_id):
+            for obj in self.client.list_objects(bucket, prefix=prefix + under, recursive=True):
+                names.append(obj.object_name[len(prefix):])
+                if limit is not None and len(names) >= limit:
+                    break
+        return names
 
-    def write_info(self, info: UploadInfo, if_match: Optional[str]) -> str:
-        """Store the info if it is still the version `if_match` (None: only if none exists).
-
-        Raises `WriteFenced` when another request wrote it since: the caller must stop.
-        """
-        info.nonce = secrets.token_hex(8)
-        data = json.dumps(info.to_dict(), separators=(",", ":")).encode()
-        etag = self.conditional_put(info.id, INFO_NAME, data,
-                                    if_match=if_match, if_none_match=if_match is None)
-        if etag is None:
-            raise WriteFenced(f"upload {info.id} was changed by another request")
-        info.version = etag
-        return etag
+    def remove_names(self, upload_id: str, names: list[str]) -> bool:
+        """Delete objects of an upload in one request (per 1000); best effort: False when
+        some could not be deleted (they are garbage that termination removes later)."""
+        if not names:
+            return True
+        bucket, prefix = self.location(upload_id)
+        try:
+            with storage_errors(upload_id):
+                errors = list(self.client.remove_objects(
+                    bucket, [DeleteObject(prefix + name) for name in names]))
+        except (UploadNotFound, StorageUnavailable):
+            return False
+        if errors:
+            log.warning("could not delete %d objects upload_id=%s: %s", len(errors),
+                        upload_id, errors[0])
+        return not errors

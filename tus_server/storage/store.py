@@ -24,7 +24,8 @@ def is_upload_id(value: str) -> bool:
 
 @dataclass
 class UploadInfo:
-    """Everything the server knows about one upload; stored as `.tus/info.json`."""
+    """Everything the server knows about one upload; stored as write-once generations
+    `.tus/info/<N>` (see `storage/generations.py`)."""
 
     id: str
     length: Optional[int]  # None while the length is deferred
@@ -40,12 +41,16 @@ class UploadInfo:
     concat: Optional[str] = None
     partials: list[str] = field(default_factory=list)
     sha256: Optional[str] = None  # hex digest of the whole file once known
-    # Token of the request that last claimed the upload for writing (see storage/writer.py):
-    # a writer re-reads it to prove that no later writer has started.
+    # Token of the request that wrote this generation (see storage/writer.py): a writer
+    # re-reads the newest generation to prove that no later writer has started.
     writer: Optional[str] = None
-    # New at every write, so that every write gets a new ETag (MinIO's ETag is the MD5 of the
-    # content: two writes of equal content would otherwise pass each other's If-Match).
-    nonce: Optional[str] = None
+    # The bytes of the chunk holding `offset` when it is not on a chunk boundary, as write-once
+    # piece objects: [start, end, key, crc32c], contiguous from the chunk's start to `offset`.
+    pieces: list[list] = field(default_factory=list)
+    # Piece keys no longer referenced, deleted in batches once a generation drops them.
+    garbage: list[str] = field(default_factory=list)
+    # A tombstone: terminated (kept in the prefix layout so a stalled writer cannot revive it).
+    terminated: bool = False
     # The protocol that created the upload: "tus-1.0" or "ietf-draft" (both serve it alike).
     protocol: str = "tus-1.0"
     # The `sub` of the token that created the upload (access control); None when created
@@ -56,13 +61,15 @@ class UploadInfo:
     def is_deferred(self) -> bool:
         return self.length is None
 
-    # The ETag of the info object this was read from (not stored in it): a write may start
-    # from it instead of reading the info again, its conditional PUTs failing if it is stale.
-    version: Optional[str] = field(default=None, compare=False, repr=False)
+    # The generation this was read from, and the highest generation number listed next to it
+    # (not stored): a write may start from them instead of reading the state again; its
+    # generation writes fail if they are stale.
+    version: Optional[int] = field(default=None, compare=False, repr=False)
+    seen: int = field(default=0, compare=False, repr=False)
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        del data["version"]
+        del data["version"], data["seen"]
         return data
 
     @classmethod

@@ -1,28 +1,34 @@
-"""A PATCH body cut into chunk objects, every write fenced against a stale writer.
+"""A PATCH body cut into chunk objects and pieces, every state write a new generation.
 
-A PATCH whose offset falls inside chunk k reads back the stored head of chunk k, appends body
-bytes until the chunk is full, puts it, advances the offset, and repeats; when the body ends
-(or is cut, stalls, or the request is asked to hand over), the partial chunk is put and the
-offset advanced to what was stored. The body is received into one of `TUS_WRITE_BUFFERS`
-reusable chunk buffers while putter threads store the others; chunks may finish out of order,
-and the offset only ever moves to the end of the longest run of stored chunks from the start.
+The body is received into one of `TUS_WRITE_BUFFERS` reusable chunk buffers while putter
+threads store the others. A buffer that fills a chunk (or reaches the upload's length) is put
+as the chunk object; the bytes of the current chunk that earlier PATCHes stored as pieces are
+read back into it first (at most C bytes per chunk). A body that ends inside a chunk stores
+only its own new bytes, as a piece (parts.py). Chunks may finish out of order; the offset only
+ever moves to the end of the longest run of stored objects from the start, each move a new
+generation (generations.py) that lists the pieces of the chunk not yet full. So MinIO traffic
+is O(bytes received) + O(C) per chunk, whatever the PATCH sizes.
 
-Fencing (why a writer that lost the lease can change nothing a later writer stored):
-1. Claim. Before it uses a chunk ETag it did not produce itself (2 and 3 below), a writer
-   writes the info with its own random `writer` token, `If-Match` on the ETag it read. Every
-   info commit is `If-Match` on the ETag of the writer's own previous write, so after any later
-   writer's claim or commit, an earlier writer's commits get 412.
-2. Chunk PUTs are conditional too: the chunk holding the start offset with `If-Match` on the
-   ETag of the head read before the claim (a successful claim proves no later writer had
-   started then), every other chunk with `If-None-Match: *`. Bytes of a later writer therefore
-   always change an ETag that an earlier writer's PUT depends on, and its PUT gets 412.
-3. A chunk left past the offset by a writer that died is replaced only after a HEAD for its
-   ETag followed by a re-read of the info that still names this writer: any later writer
-   would have claimed before writing it.
-A writer that never claimed put only `If-None-Match: *` chunks: a later writer that meets one
-of them claims before replacing it, so the earlier writer's commit fails. So the info's offset
-only ever covers bytes written by the writer that committed it, and a writer that gets 412
-anywhere stops at once (423), whatever the clocks say.
+Fencing (why a writer that lost the lease can change nothing the truth depends on):
+1. Nothing the newest generation references is ever overwritten: generations and pieces are
+   new keys (`If-None-Match: *`); a complete chunk below the offset is never written again; the
+   chunk holding the offset is not an object yet (its bytes are pieces).
+2. Every generation a writer writes names it (`writer`) and targets a number above every one it
+   has seen, `If-None-Match: *`. Each number is written by one writer only, so once a later
+   writer has committed (read generation g, wrote g + 1), an earlier writer's next commit hits a
+   taken number, gets 412 and stops; a commit into a number that was pruned meanwhile lands
+   below the newest, is never read, and the writer's check at the end of its request says so.
+3. Objects past the offset are garbage: a chunk left there by a writer that died (or whose
+   body failed its checksum) is replaced only after a claim (a generation naming this writer),
+   a HEAD for its ETag and a re-read of the newest generation that still names this writer,
+   `If-Match` on that ETag. A later writer would have claimed before writing it, changing
+   either the newest generation (this writer sees it and does not replace) or the ETag (this
+   writer's PUT gets 412).
+4. A generation references only objects its writer stored before it (chunks below the offset,
+   pieces, CRC32C listed) or that an earlier generation referenced; and a writer that gets 412
+   anywhere, or finds a referenced piece gone while the state moved on, stops at once.
+So the newest generation's offset only ever covers bytes that the writers of the chain of
+generations leading to it stored and committed, whatever the clocks say.
 """
 from __future__ import annotations
 
@@ -37,9 +43,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, Optional
 
 from ..config import Settings
-from .layout import chunk_count, chunk_key
+from .generations import Generations
+from .commits import Commits
+from .layout import chunk_count
 from .lease import Lease
-from .objects import CRC32C_HEADER, Objects, crc32c_b64, storage_errors
+from .objects import Objects
+from .parts import Parts, piece_size
 from .store import (
     BodyVerifier,
     ChecksumMismatch,
@@ -54,35 +63,38 @@ from .store import (
 
 log = logging.getLogger("tus_server.store")
 
+# Pieces a chunk holds before new ones are merged with the last ones.
+FREE_PIECES = 4
+
 
 class ChunkWriter:
-    def __init__(self, objects: Objects, settings: Settings, info: UploadInfo, info_etag: str,
-                 lease: Lease, verifier: Optional[BodyVerifier], hasher):
+    def __init__(self, objects: Objects, generations: Generations, settings: Settings,
+                 info: UploadInfo, lease: Lease, verifier: Optional[BodyVerifier], hasher):
         self.objects = objects
+        self.generations = generations
         self.settings = settings
-        self.info = info
-        self.info_etag = info_etag
+        self.info = info  # a private copy, changed by each commit
         self.lease = lease
         self.verifier = verifier
         self.hasher = hasher  # running whole-file SHA-256, or None when the chain is broken
         self.token = uuid.uuid4().hex
         self.size = info.chunk_size
-        self.bucket, self.prefix = objects.location(info.id)
         self.total = chunk_count(info.length, self.size) if info.length is not None else None
+        self.commits = Commits(objects, generations, info, self.token, settings.lock_lease)
+        self.parts = Parts(objects, generations, info, self.token, self._claim)
         self.free: queue.Queue = queue.Queue()
         self.full: queue.Queue = queue.Queue()
         self.max_buffers = max(2, settings.write_buffers)
         self.buffers: list[mmap.mmap] = []
         self.order_lock = threading.Lock()
-        self.in_flight: collections.deque = collections.deque()  # chunk end offsets, in order
-        self.stored: set[int] = set()  # end offsets of chunks put but not yet committed
+        self.in_flight: collections.deque = collections.deque()  # object end offsets, in order
+        self.stored: set[int] = set()  # end offsets of objects put but not yet committed
+        self.after: dict[int, tuple[list, list]] = {}  # end offset -> (pieces, dropped keys)
+        self.staged: tuple[list, list] = (list(info.pieces), [])  # with a verifier
         self.error: Optional[BaseException] = None
         self.committed = info.offset
-        self.head_index: Optional[int] = None  # the chunk whose head was read, and its ETag
-        self.head_etag: Optional[str] = None
         self.stream = None
-        self.claimed = False
-        self.info_guard = threading.Lock()  # the claim and the commits write the info in turn
+        self.info_guard = threading.Lock()  # the claim and the commits write in turn
 
     # ----------------------------------------------------------------- buffers
     def _take_buffer(self) -> mmap.mmap:
@@ -101,42 +113,29 @@ class ChunkWriter:
             except BufferError:  # a view is still referenced somewhere; the GC frees it
                 pass
 
-    # ----------------------------------------------------------------- reads before the claim
-    def _load_head(self, buf, index: int, head_len: int) -> None:
-        """Read back the stored first `head_len` bytes of chunk `index` (0-based) and its ETag."""
-        key = self.prefix + chunk_key(self.info.filename, index + 1, self.total)
-        with storage_errors(self.info.id):
-            response = self.objects.client.get_object(self.bucket, key, offset=0, length=head_len)
-            try:
-                view = memoryview(buf)
-                got = 0
-                while got < head_len:
-                    n = response.readinto(view[got:head_len])
-                    if not n:
-                        break
-                    got += n
-                del view
-                self.head_etag = response.headers.get("ETag", "").strip('"')
-            finally:
-                response.close()
-                response.release_conn()
-        if got != head_len:
-            raise StoredDataCorrupt(self.info.id, index + 1,
-                                    f"holds {got} bytes, expected at least {head_len}")
-        self.head_index = index
-
+    # ----------------------------------------------------------------- generations
     def _claim(self) -> None:
-        """Write the info with this writer's token before using an ETag it did not produce.
-
-        Only needed for the head read and for replacing a leftover chunk: a PATCH that starts
-        at a chunk boundary puts only `If-None-Match: *` chunks and skips it (one request less).
-        """
+        """Before replacing garbage: make sure a generation names this writer."""
         with self.info_guard:
-            if self.claimed:
-                return
-            self.info.writer = self.token
-            self.info_etag = self.objects.write_info(self.info, self.info_etag)
-            self.claimed = True
+            if self.commits.last is None:
+                self.commits.commit(self.info)
+
+    def _adopt_legacy_head(self, buf, index: int, head_len: int) -> None:
+        """State written before pieces existed keeps the head of the current chunk in the
+        chunk object itself, which the state references: copy it to a piece and commit that,
+        so the chunk object becomes garbage that may be replaced (once per such upload)."""
+        self.parts.load_legacy_head(buf, index, self.total, head_len)
+        view = memoryview(buf)[:head_len]
+        try:
+            piece = self.parts.put_piece(view, index * self.size)
+        finally:
+            view.release()
+        self.commits.mine.append(piece[2])
+        self.parts.loaded.add(piece[2])
+        with self.info_guard:
+            self.info.pieces = [piece]
+            self.commits.commit(self.info)
+        self.staged = ([piece], [])
 
     # ----------------------------------------------------------------- stopping
     def _on_stop(self, reason: str) -> None:
@@ -157,111 +156,111 @@ class ChunkWriter:
             item = self.full.get()
             if item is None:
                 return
-            buf, index, length, end_offset = item
+            buf = item[0]
             try:
                 if self.error is None:
-                    self._put_chunk(buf, index, length)
-                    self._mark_stored(end_offset)
+                    self._put(*item)
+                    self._mark_stored(item[3])
             except BaseException as exc:  # reported by run()
                 if self.error is None:
                     self.error = exc
             finally:
                 self.free.put(buf)
 
-    def _put_chunk(self, buf, index: int, length: int) -> None:
-        view = memoryview(buf)[:length]
+    def _put(self, buf, index: int, length: int, end_offset: int, lo: Optional[int],
+             load: list) -> None:
+        """Put bytes [lo, length) of the buffer of chunk `index` as a piece, or (lo None) the
+        whole chunk, after reading the stored pieces in `load` into it."""
+        chunk_start = index * self.size
+        if load:
+            self.parts.load(buf, load, chunk_start, self.commits.seen)
+        view = memoryview(buf)[lo or 0:length]
         try:
-            key = self.prefix + chunk_key(self.info.filename, index + 1, self.total)
-            # MinIO checks the CRC32C on arrival (400 on a mismatch) and returns it on GET.
-            headers = {"Content-Type": "application/octet-stream",
-                       "Content-Length": str(length),
-                       CRC32C_HEADER: crc32c_b64(view),
-                       "x-amz-sdk-checksum-algorithm": "CRC32C"}
-            if index == self.head_index:
-                etag = self.objects.put_if(self.info.id, key, view, headers,
-                                           if_match=self.head_etag)
+            if lo is None:
+                self.parts.put_chunk(view, index, self.total)
             else:
-                etag = self.objects.put_if(self.info.id, key, view, headers,
-                                           if_none_match=True)
-                if etag is None:
-                    etag = self._replace_leftover(key, view, headers)
-            if etag is None:
-                raise WriteFenced(f"chunk {index + 1} of upload {self.info.id} was written by "
-                                  "another request")
+                piece = self.parts.put_piece(view, chunk_start + lo)
+                self.commits.mine.append(piece[2])
+                pieces, dropped = self.after[end_offset]
+                pieces.append(piece)
         finally:
             try:
                 view.release()
             except BufferError:  # the HTTP client still holds a view of it; the GC frees it
                 pass
 
-    def _replace_leftover(self, key: str, view, headers: dict) -> Optional[str]:
-        """A chunk exists past the offset: replace it only if no later writer has claimed."""
-        self._claim()
-        found = self.objects.object_etag(self.info.id, key)
-        current, _ = self.objects.read_info(self.info.id)
-        if found is None or current.writer != self.token:
-            return None
-        log.info("replacing a chunk left past the offset upload_id=%s key=%s", self.info.id, key)
-        return self.objects.put_if(self.info.id, key, view, headers, if_match=found)
-
-    def _hand_over(self, item: tuple) -> None:
-        """Queue a filled buffer for the putters, remembering the order of the chunks."""
+    def _hand_over(self, buf, index: int, length: int, end_offset: int,
+                   lo: Optional[int] = None, load: tuple = (),
+                   pieces: tuple = (), dropped: tuple = ()) -> None:
+        """Queue a filled buffer for the putters, remembering the order of the objects and
+        the pieces the state lists once it is stored."""
         with self.order_lock:
-            self.in_flight.append(item[3])
-        self.full.put(item)
+            self.in_flight.append(end_offset)
+            self.after[end_offset] = (list(pieces), list(dropped))
+        self.full.put((buf, index, length, end_offset, lo, list(load)))
 
     def _mark_stored(self, end_offset: int) -> None:
-        """Advance the offset over every chunk stored without a gap before it."""
+        """Advance the offset over every object stored without a gap before it."""
         with self.order_lock:
             self.stored.add(end_offset)
-            newest = None
+            newest, pieces, dropped = None, None, []
             while self.in_flight and self.in_flight[0] in self.stored:
                 newest = self.in_flight.popleft()
                 self.stored.discard(newest)
+                pieces, more = self.after.pop(newest)
+                dropped += more
             if newest is None:
                 return
             if self.verifier is None:
-                # The info write overlaps the next chunk PUT; the single writer thread keeps
-                # the offsets in order.
-                self.info_writer.submit(self._commit_offset, newest)
+                # The commit overlaps the next chunk PUT; the single commit thread keeps the
+                # offsets in order.
+                self.info_writer.submit(self._commit_offset, newest, pieces, dropped)
             else:
                 self.committed = newest
+                self.staged = (pieces, self.staged[1] + dropped)
 
-    def _commit_offset(self, end_offset: int) -> None:
-        """Record in the info that bytes up to `end_offset` are stored (the chunk is put)."""
+    def _commit_offset(self, end_offset: int, pieces: list, dropped: list) -> None:
+        """Record in a new generation that bytes up to `end_offset` are stored."""
         if self.error is not None:
             return
         try:
             with self.info_guard:
-                self.info.offset = end_offset
-                self.info.updated = time.time()
-                self._touch_expiry()
-                if end_offset == self.info.length:
-                    # The last chunk: its commit also finishes the upload (one write less).
-                    # Every byte went through the running hash before this chunk was queued.
-                    mark_finished(self.info, self.hasher)
-                self.info_etag = self.objects.write_info(self.info, self.info_etag)
+                self._advance(end_offset, pieces, dropped)
+                self.commits.commit(self.info)
                 self.committed = end_offset
         except BaseException as exc:  # reported by run()
             if self.error is None:
                 self.error = exc
 
-    def _touch_expiry(self) -> None:
+    def _advance(self, end_offset: int, pieces: list, dropped: list) -> None:
+        info = self.info
+        info.offset = end_offset
+        info.pieces = pieces
+        info.garbage = info.garbage + dropped
+        info.updated = time.time()
         if self.settings.expiration:
-            self.info.expires = time.time() + self.settings.expiration
+            info.expires = time.time() + self.settings.expiration
+        if end_offset == info.length:
+            # The last chunk: its commit also finishes the upload (one write less). Every
+            # byte went through the running hash before this chunk was queued.
+            mark_finished(info, self.hasher)
 
     # ----------------------------------------------------------------- the body
     def run(self, stream: BinaryIO, room: Optional[int]) -> WriteResult:
         info = self.info
         start = info.offset
-        index, head_len = divmod(start, self.size)
+        first, head_len = divmod(start, self.size)
+        index = first
         self.stream = stream
         received = 0
         at_room = False
         buf = self._take_buffer()
-        if head_len:
-            self._load_head(buf, index, head_len)
-            self._claim()
+        head = list(info.pieces) if head_len else []  # the stored bytes of chunk `first`
+        if head_len and not head:
+            self._adopt_legacy_head(buf, index, head_len)
+            head = list(self.info.pieces)
+        elif sum(piece_size(p) for p in head) != head_len:
+            raise StoredDataCorrupt(info.id, index + 1, "its pieces do not reach the offset")
         self.lease.on_stop = self._on_stop
         if self.lease.stop_reason:  # asked before the callback was in place
             self._on_stop(self.lease.stop_reason)
@@ -295,12 +294,19 @@ class ChunkWriter:
                 fill += n
                 received += n
                 if fill == self.size:
-                    self._hand_over((buf, index, fill, start + received))
+                    self._hand_over_chunk(buf, index, fill, start + received,
+                                          head if index == first else [])
                     index += 1
                     fill = 0
                     buf = self._take_buffer()
-            if fill > (head_len if index == start // self.size else 0) and self.error is None:
-                self._hand_over((buf, index, fill, start + received))
+            stored = head_len if index == first else 0
+            if fill > stored and self.error is None:
+                end = start + received
+                existing = head if index == first else []
+                if end == info.length:  # the last chunk, short: put it whole
+                    self._hand_over_chunk(buf, index, fill, end, existing)
+                else:
+                    self._hand_over_piece(buf, index, stored, fill, end, existing)
                 buf = None
         except BaseException as exc:  # the putters must not commit after a failed read
             if self.error is None:
@@ -315,7 +321,32 @@ class ChunkWriter:
                 self.free.put(buf)
             self.lease.on_stop = None
             self._close_buffers()
-        return self._finish(stream, received, at_room)
+        try:
+            return self._finish(stream, received, at_room)
+        except BaseException:
+            self.commits.drop_uncommitted(self.info.id)
+            raise
+
+    def _hand_over_chunk(self, buf, index: int, fill: int, end: int, head: list) -> None:
+        """A complete chunk (or the short last one): the stored pieces of it are read in, and
+        dropped by the generation that records it."""
+        self._hand_over(buf, index, fill, end, load=head, dropped=[p[2] for p in head])
+
+    def _hand_over_piece(self, buf, index: int, lo: int, fill: int, end: int,
+                         existing: list) -> None:
+        """The body ended inside chunk `index`: its bytes [lo, fill) become a piece. Once the
+        chunk holds FREE_PIECES, the last pieces smaller than twice the new one are merged into
+        it (read into the buffer, stored again as part of it): then each further piece is at
+        most half the one before, so a chunk holds at most FREE_PIECES + log2(C) pieces, and a
+        merged byte lands in a piece at least 1.5 times larger each time it is rewritten."""
+        kept = list(existing)
+        load, dropped = [], []
+        while len(kept) >= FREE_PIECES and piece_size(kept[-1]) < 2 * (fill - lo):
+            merged = kept.pop()
+            load.append(merged)
+            dropped.append(merged[2])
+            lo = merged[0] - index * self.size
+        self._hand_over(buf, index, fill, end, lo=lo, load=load, pieces=kept, dropped=dropped)
 
     def _finish(self, stream, received: int, at_room: bool) -> WriteResult:
         info = self.info
@@ -326,14 +357,15 @@ class ChunkWriter:
                 raise ChecksumMismatch(
                     "the body does not match Upload-Checksum" if not interrupted
                     else "the body was cut off before Upload-Checksum could be checked")
-            info.offset = self.committed
-            info.updated = time.time()
-            self._touch_expiry()
+            if received:
+                self._advance(self.committed, *self.staged)
         finished = info.length is not None and info.offset == info.length and not info.completed
         if finished:
             mark_finished(self.info, self.hasher)
         if finished or (self.verifier is not None and received):
-            self.info_etag = self.objects.write_info(info, self.info_etag)
+            with self.info_guard:
+                self.commits.commit(self.info)
+        self.commits.end_request(self.info)
         # A stop that cut the body short is said as such; one after its end changes nothing.
         reason = None if getattr(stream, "complete", True) else getattr(stream, "stop_reason", None)
         if reason == "shutdown":

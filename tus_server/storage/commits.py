@@ -1,0 +1,85 @@
+"""The generations one writer commits, and what it cleans up once they stand.
+
+A writer's commits target a number above every generation it has seen (`generations.py`).
+It remembers the pieces its commits referenced, so that after a failure it deletes only pieces
+no generation of its lists (a generation it did commit may be a later writer's start), and the
+keys its commits dropped, deleted in one request at the end of the request, together with the
+batch of old generations that is due.
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from .generations import Generations
+from .layout import generation_key
+from .objects import Objects
+from .parts import finished_garbage
+from .store import UploadInfo, UploadTakenOver
+
+# Piece keys a generation collects as garbage before one commit drops them all, to be deleted
+# in one request after it.
+GARBAGE_BATCH = 8
+
+
+class Commits:
+    def __init__(self, objects: Objects, generations: Generations, info: UploadInfo,
+                 token: str, lease_seconds: float):
+        self.objects = objects
+        self.generations = generations
+        self.token = token
+        self.lease_seconds = lease_seconds
+        self.started = time.monotonic()
+        self.base = info.version or 0  # the generation the writer started from
+        self.seen = max(info.seen, self.base)  # the highest generation number it has seen
+        self.last: Optional[int] = None  # the newest generation it committed
+        self.written: list[int] = []  # every generation it committed
+        self.mine: list[str] = []  # pieces the writer put
+        self.referenced: set[str] = set()  # ... and listed in a generation it committed
+        self.to_delete: list[str] = []  # dropped by a committed generation
+
+    def commit(self, info: UploadInfo) -> None:
+        """Store `info` as the writer's next generation (the caller serializes commits)."""
+        info.writer = self.token
+        release = []
+        if info.completed or len(info.garbage) >= GARBAGE_BATCH:
+            release = info.garbage + ([p[2] for p in info.pieces] if info.completed else [])
+            info.garbage = []
+            if info.completed:
+                info.pieces = []
+        self.last = self.seen = self.generations.commit(info, max(self.seen, self.last or 0))
+        self.written.append(self.last)
+        self.referenced.update(p[2] for p in info.pieces)
+        self.to_delete += release
+
+    def end_request(self, info: UploadInfo) -> None:
+        """After the last commit: make sure it is the newest generation (a writer that stalled
+        past its lease may have committed into a pruned number), then delete what the commits
+        dropped and prune old generations, in one request.
+
+        The check is one LIST, skipped when the request took less than half its lease: nobody
+        takes over a lease that has not run out (with clocks in sync, as lease.py assumes), so
+        nobody can have pruned. Either way the bytes are safe; this only keeps a stalled
+        writer from answering 204 with an offset that is not the upload's.
+        """
+        if self.last is None:
+            return
+        stalled = time.monotonic() - self.started > self.lease_seconds / 2
+        newest = self.generations.newest(info.id) if stalled else self.last
+        if newest != self.last:
+            # Ours lie below a later writer's and are never read (those below its predecessor,
+            # which a read may fall back to): delete them.
+            self.objects.remove_names(info.id, [generation_key(n) for n in self.written
+                                                if n < newest - 1])
+            raise UploadTakenOver(f"another request took over upload {info.id}")
+        names = self.to_delete + self.generations.prune_names(self.base, self.last)
+        if info.completed:
+            names += finished_garbage(self.objects, info)
+        self.objects.remove_names(info.id, sorted(set(names)))
+
+    def drop_uncommitted(self, upload_id: str) -> None:
+        """After a failure: the writer's pieces that no generation of its lists are garbage
+        (best effort)."""
+        names = [name for name in self.mine if name not in self.referenced]
+        if names:
+            self.objects.remove_names(upload_id, names)

@@ -1,0 +1,138 @@
+"""An upload's state as write-once generations, so that no torn write can lose an upload.
+
+Every state write is a new object `.tus/info/<N>` put with `If-None-Match: *`, N stored
+inverted so that the newest generation sorts first in a listing. Nothing the current state
+depends on is ever overwritten: on an erasure-coded MinIO, an overwrite that tears (new version
+on some drives, old on others) leaves neither readable, while a new object that tears is either
+readable whole or absent, and was never acknowledged.
+
+Reading = one LIST of the prefix (the first few keys) and a GET of the newest; when the newest
+cannot be read (NoSuchKey, a quorum error, bad JSON) the next one is the state: a torn write
+costs at most the progress it was to record. 404 only when nothing of the upload exists; any
+object without a readable generation is a degraded store (503).
+
+Writing = a generation greater than any the writer has seen (the listed ones, readable or not).
+A 412 means another request wrote that generation first: stop (`WriteFenced`), unless the
+generation is neither listed nor readable (a torn write): then skip to the next number.
+Only after a commit of generation g succeeded are generations below g - 1 deleted, in batches
+(`prune_names`); a stalled writer whose target was pruned writes an invisible old generation,
+which the writer's own check at the end of its request (`newest`) reveals.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Optional
+
+from .store import StorageUnavailable, UploadInfo, UploadNotFound, WriteFenced
+from .layout import GENERATION_PREFIX, INFO_NAME, LOCK_PREFIX, generation_key, generation_number
+from .objects import Objects
+
+log = logging.getLogger("tus_server.store")
+
+# Generations a read tries, newest first, before it calls the store degraded: pruning keeps
+# two, and a stalled writer's commit into a pruned number always lands below both.
+READ_TRIES = 2
+# Unlisted, unreadable generations a write skips before it gives up (torn writes).
+SKIPS = 3
+# Generations are pruned when a request's commits cross a multiple of this.
+PRUNE_EVERY = 4
+
+
+class Generations:
+    def __init__(self, objects: Objects):
+        self.objects = objects
+
+    # ----------------------------------------------------------------- reading
+    def listed(self, upload_id: str, limit: int = READ_TRIES) -> list[int]:
+        """The newest generation numbers, newest first (one LIST)."""
+        names = self.objects.list_names(upload_id, GENERATION_PREFIX, limit=limit)
+        numbers = [generation_number(name) for name in names]
+        return [n for n in numbers if n is not None]
+
+    def newest(self, upload_id: str) -> int:
+        numbers = self.listed(upload_id, limit=1)
+        return numbers[0] if numbers else 0
+
+    def read(self, upload_id: str) -> UploadInfo:
+        """The newest readable generation; `version` is its number, `seen` the highest listed."""
+        info = self._read_once(upload_id)
+        if info is None:  # the first generation appeared between two LISTs (a creation)
+            info = self._read_once(upload_id, last_try=True)
+        if info.terminated:
+            raise UploadNotFound(upload_id)
+        return info
+
+    def _read_once(self, upload_id: str, last_try: bool = False) -> Optional[UploadInfo]:
+        numbers = self.listed(upload_id)
+        for number in numbers:
+            info = self._get(upload_id, generation_key(number))
+            if info is not None:
+                info.version, info.seen = number, numbers[0]
+                return info
+            log.warning("generation %d unreadable, reading the one before upload_id=%s",
+                        number, upload_id)
+        if numbers:
+            raise StorageUnavailable(f"no generation of upload {upload_id} is readable")
+        info = self._get(upload_id, INFO_NAME)  # written by earlier versions
+        if info is not None:
+            info.version, info.seen = 0, 0
+            return info
+        # 404 only when MinIO says nothing of the upload remains (the lock, which any request
+        # may create, does not count); anything else without a state is a degraded store.
+        names = [name for name in self.objects.list_names(upload_id, limit=8)
+                 if not name.startswith(LOCK_PREFIX.rstrip("/"))]
+        if not names:
+            raise UploadNotFound(upload_id)
+        if not last_try and any(name.startswith(GENERATION_PREFIX) for name in names):
+            return None
+        log.warning("objects but no readable state upload_id=%s", upload_id)
+        raise StorageUnavailable(f"the state of upload {upload_id} cannot be read")
+
+    def readable(self, upload_id: str, number: int) -> bool:
+        return self._get(upload_id, generation_key(number)) is not None
+
+    def _get(self, upload_id: str, name: str) -> Optional[UploadInfo]:
+        """One state object, or None when it is missing, unreadable or damaged."""
+        try:
+            data, _ = self.objects.read_object(upload_id, name)
+        except StorageUnavailable:  # a quorum error on this object: the caller tries another
+            return None
+        if data is None:
+            return None
+        try:
+            return UploadInfo.from_dict(json.loads(data))
+        except (ValueError, TypeError):
+            log.warning("state object %s is damaged upload_id=%s", name, upload_id)
+            return None
+
+    # ----------------------------------------------------------------- writing
+    def commit(self, info: UploadInfo, after: int) -> int:
+        """Store `info` as a generation above `after` (the highest this writer has seen); its
+        number, also set as `info.version`. Raises `WriteFenced` when another request wrote
+        a newer state, `UploadNotFound` when the upload's bucket is gone."""
+        target = after + 1
+        data = json.dumps(info.to_dict(), separators=(",", ":")).encode()
+        for _ in range(SKIPS + 1):
+            if self.objects.conditional_put(info.id, generation_key(target), data,
+                                            if_none_match=True) is not None:
+                info.version = info.seen = target
+                return target
+            numbers = self.listed(info.id, limit=1)
+            if (numbers and numbers[0] >= target) or self.readable(info.id, target):
+                raise WriteFenced(f"upload {info.id} was changed by another request")
+            log.warning("skipping generation %d, written but never readable upload_id=%s",
+                        target, info.id)
+            target += 1
+        raise WriteFenced(f"upload {info.id}: too many unreadable generations")
+
+    @staticmethod
+    def prune_names(before: int, last: int) -> list[str]:
+        """Generations to delete after `last` was committed by a request that started from
+        `before`: those below last - 1, when the commits crossed a multiple of PRUNE_EVERY
+        (so a delete is one request per few generations, not one per PATCH)."""
+        if last // PRUNE_EVERY == before // PRUNE_EVERY or last < 2:
+            return []
+        low = max(0, before - PRUNE_EVERY - 1)
+        return [generation_key(n) for n in range(low, last - 1) if n > 0] + [INFO_NAME]
+

@@ -1,0 +1,164 @@
+"""The objects that hold an upload's bytes, as one writer puts them and reads them back.
+
+* A complete chunk `<filename>.part<X>of<Y>` (or `of_` while the length is deferred) is put
+  once, `If-None-Match: *`. One that exists already lies past the offset (a writer died between
+  its PUT and its commit, or its body failed its checksum): it is garbage, and is replaced only
+  after a claim, a HEAD for its ETag and a re-read of the newest generation that still names
+  this writer, `If-Match` on that ETag (the fencing proof in writer.py).
+* The bytes of a chunk that is not full yet are write-once pieces `.tus/pieces/<start>-<token>-
+  <n>`: a PATCH stores only its own new bytes, never re-puts what is stored. The generation
+  lists them ([start, end, key, crc32c]); when the chunk fills (or the upload reaches its
+  length), they are read back into the chunk buffer (at most C bytes) and the chunk is put.
+Every object carries its CRC32C (`x-amz-checksum-crc32c`), checked by MinIO on arrival.
+"""
+from __future__ import annotations
+
+import logging
+import mmap
+from typing import Callable, Optional
+
+from .generations import Generations
+from .layout import PIECE_PREFIX, chunk_key, piece_key
+from .objects import CRC32C_HEADER, Objects, crc32c_b64, storage_errors
+from .store import StorageUnavailable, StoredDataCorrupt, UploadInfo, UploadNotFound, WriteFenced
+
+log = logging.getLogger("tus_server.store")
+
+
+def piece_size(piece: list) -> int:
+    return piece[1] - piece[0]
+
+
+class Parts:
+    """Chunk and piece objects of one upload, for the writer with token `token`; `claim()`
+    makes sure a generation naming this writer is stored (before a garbage replacement)."""
+
+    def __init__(self, objects: Objects, generations: Generations, info: UploadInfo,
+                 token: str, claim: Callable[[], None]):
+        self.objects = objects
+        self.generations = generations
+        self.info = info
+        self.token = token
+        self.claim = claim
+        self.bucket, self.prefix = objects.location(info.id)
+        self.serial = 0
+        self.loaded: set[str] = set()  # pieces already in the chunk buffer
+
+    @staticmethod
+    def _headers(view) -> dict:
+        # MinIO checks the CRC32C on arrival (400 on a mismatch) and returns it on GET.
+        return {"Content-Type": "application/octet-stream", "Content-Length": str(len(view)),
+                CRC32C_HEADER: crc32c_b64(view), "x-amz-sdk-checksum-algorithm": "CRC32C"}
+
+    # ----------------------------------------------------------------- putting
+    def put_chunk(self, view, index: int, total: Optional[int]) -> None:
+        """Put chunk `index` (0-based) whole; raises WriteFenced when a later writer has it."""
+        key = self.prefix + chunk_key(self.info.filename, index + 1, total)
+        headers = self._headers(view)
+        etag = self.objects.put_if(self.info.id, key, view, headers, if_none_match=True)
+        if etag is None:
+            etag = self._replace_garbage(key, view, headers)
+        if etag is None:
+            raise WriteFenced(f"chunk {index + 1} of upload {self.info.id} was written by "
+                              "another request")
+
+    def _replace_garbage(self, key: str, view, headers: dict) -> Optional[str]:
+        """A chunk exists past the offset: replace it only if no later writer has claimed."""
+        self.claim()
+        found = self.objects.object_etag(self.info.id, key)
+        current = self.generations.read(self.info.id)
+        if found is None or current.writer != self.token:
+            return None
+        log.info("replacing a chunk left past the offset upload_id=%s key=%s", self.info.id, key)
+        return self.objects.put_if(self.info.id, key, view, self._headers(view), if_match=found)
+
+    def put_piece(self, view, start: int) -> list:
+        """Store bytes from file offset `start` as a new piece; its [start, end, key, crc]."""
+        self.serial += 1
+        name = piece_key(start, self.token, self.serial)
+        headers = self._headers(view)
+        if self.objects.put_if(self.info.id, self.prefix + name, view, headers,
+                               if_none_match=True) is None:
+            raise WriteFenced(f"piece {name} of upload {self.info.id} exists")
+        return [start, start + len(view), name, headers[CRC32C_HEADER]]
+
+    # ----------------------------------------------------------------- reading back
+    def load(self, buf, pieces: list, chunk_start: int, seen: int) -> None:
+        """Read `pieces` into `buf` at their place in the chunk that starts at `chunk_start`,
+        each checked against the CRC32C its generation lists. A piece that is gone means a
+        later writer folded it (WriteFenced) unless the state has not moved (503)."""
+        for start, end, name, crc in pieces:
+            if name in self.loaded:
+                continue
+            view = memoryview(buf)[start - chunk_start:end - chunk_start]
+            try:
+                got = self._read_into(self.prefix + name, view)
+                good = got == len(view) and crc32c_b64(view) == crc
+            except (UploadNotFound, StorageUnavailable):
+                good = False
+            finally:
+                view.release()
+            if not good:
+                if self.generations.newest(self.info.id) > seen:
+                    raise WriteFenced(f"upload {self.info.id} was changed by another request")
+                log.warning("piece unreadable upload_id=%s key=%s", self.info.id, name)
+                raise StorageUnavailable(f"a piece of upload {self.info.id} cannot be read")
+            self.loaded.add(name)
+
+    def load_legacy_head(self, buf, index: int, total: Optional[int], head_len: int) -> None:
+        """Versions before pieces kept the head of the current chunk in the chunk object."""
+        key = self.prefix + chunk_key(self.info.filename, index + 1, total)
+        view = memoryview(buf)[:head_len]
+        try:
+            got = self._read_into(key, view, length=head_len)
+        finally:
+            view.release()
+        if got != head_len:
+            raise StoredDataCorrupt(self.info.id, index + 1,
+                                    f"holds {got} bytes, expected at least {head_len}")
+
+    def _read_into(self, key: str, view: memoryview, length: Optional[int] = None) -> int:
+        with storage_errors(self.info.id):
+            response = self.objects.client.get_object(self.bucket, key, offset=0,
+                                                      length=length or 0)
+            try:
+                got = 0
+                while got < len(view):
+                    n = response.readinto(view[got:])
+                    if not n:
+                        break
+                    got += n
+                return got
+            finally:
+                response.close()
+                response.release_conn()
+
+
+
+def fold(parts: Parts, info: UploadInfo, total: int, seen: int) -> None:
+    """Put the chunk holding the offset from its stored bytes alone (the pieces, or for state
+    of earlier versions the head of the chunk object): the upload ends at the offset."""
+    size = info.chunk_size
+    index, head_len = divmod(info.offset, size)
+    buf = mmap.mmap(-1, size)
+    try:
+        if info.pieces:
+            parts.load(buf, info.pieces, index * size, seen)
+        else:
+            parts.load_legacy_head(buf, index, None, head_len)
+        view = memoryview(buf)[:head_len]
+        try:
+            parts.put_chunk(view, index, total)
+        finally:
+            view.release()
+    finally:
+        buf.close()
+
+
+def finished_garbage(objects: Objects, info: UploadInfo) -> list[str]:
+    """Once an upload is finished no writer can reference a piece or a deferred-length chunk
+    any more: those left by writers that died or failed (one LIST, once per upload)."""
+    deferred = f"{info.filename}.part"
+    return [name for name in objects.list_names(info.id)
+            if name.startswith(PIECE_PREFIX) or (name.startswith(deferred)
+                                                 and name.endswith("of_"))]
