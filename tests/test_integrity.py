@@ -132,7 +132,8 @@ def test_client_that_drops_mid_patch_resumes_at_once_through_the_hand_over(gunic
     dropped.close()
     assert sha256(requests.get(url_a).content) == sha256(data)
     # (a background digest pass may hold the lock for a moment)
-    assert wait_for(lambda: not lock_taken(store, uid), 10), "the lock was never released"
+    assert wait_for(lambda: not lock_taken(store, uid), 10), \
+        f"the lock was never released: {current_lock(store.objects, uid)}"
 
 
 # ----------------------------------------------------------------------------- cut connections

@@ -1,5 +1,5 @@
 """Several app processes on one MinIO: no upload state in process memory, and a per-upload lock
-(`.tus/lock`, a lease held in MinIO) that keeps two PATCHes through two processes apart.
+(`.tus/lock/`, write-once generations in MinIO) that keeps two PATCHes through two processes apart.
 
 Every test here runs the app under gunicorn in subprocesses, as `make run` serves it.
 """

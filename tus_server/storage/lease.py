@@ -117,15 +117,19 @@ def current(objects: Objects, upload_id: str) -> Optional[Generation]:
 
 def write_generation(objects: Objects, upload_id: str, newest: Optional[Generation],
                      state: str, holder: str, instance: Optional[str],
-                     expires: float = 0.0) -> Optional[Generation]:
-    """PUT the generation after `newest` (and after any number tried here): the generation
-    written, None when somebody else wrote that number first (412).
+                     expires: float = 0.0, skip: bool = True) -> Optional[Generation]:
+    """PUT the generation after `newest` (and, with `skip`, after any number tried here): the
+    generation written, None when somebody else wrote that number first (412).
 
-    Raises StorageUnavailable when the PUT failed or timed out: its number is then skipped."""
-    number = max(newest.number if newest else 0, _tried.get(upload_id, 0)) + 1
-    if len(_tried) > 10000:
-        _tried.clear()
-    _tried[upload_id] = number
+    Raises StorageUnavailable when the PUT failed or timed out: with `skip`, its number is
+    then never tried again. A hand-over request does not skip (`skip=False`): written above a
+    `released` this LIST did not show yet, it would ask a holder that already left."""
+    number = (newest.number if newest else 0) + 1
+    if skip:
+        number = max(number, _tried.get(upload_id, 0) + 1)
+        if len(_tried) > 10000:
+            _tried.clear()
+        _tried[upload_id] = number
     generation = Generation(number, state, holder, instance, expires)
     key = objects.location(upload_id)[1] + LOCK_PREFIX + generation.name()
     etag = objects.put_if(upload_id, key, b"", {"Content-Type": "application/octet-stream"},
@@ -350,7 +354,7 @@ def ask_to_release(objects: Objects, upload_id: str, held: Generation) -> None:
         return
     # A 412 (a newer generation meanwhile) needs nothing: the waiter looks again anyway.
     write_generation(objects, upload_id, held, "release", held.holder, held.instance,
-                     held.expires)
+                     held.expires, skip=False)
 
 
 def settle(objects: Objects, upload_id: str, wait: float,
