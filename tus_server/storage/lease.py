@@ -293,7 +293,8 @@ class Lease:
         if keep_object or self.generation is None or self.lost:
             return
         try:
-            if not release_holder(self.objects, self.upload_id, self.holder):
+            if not release_holder(self.objects, self.upload_id, self.holder,
+                                  mine=self.generation):
                 retire(self.objects, self.upload_id, self.holder)
         except UploadNotFound:
             pass
@@ -302,11 +303,15 @@ class Lease:
             log.warning("could not release lock upload_id=%s", self.upload_id)
 
 
-def release_holder(objects: Objects, upload_id: str, holder: str, tries: int = 3) -> bool:
+def release_holder(objects: Objects, upload_id: str, holder: str, tries: int = 3,
+                   mine: Optional[Generation] = None) -> bool:
     """Write `released` above the newest generation if that one names `holder`; True when
-    the lock does not name it any more. Prunes what it superseded."""
+    the lock does not name it any more. Prunes what it superseded. `mine`: the holder's own
+    generation, newer than whatever a LIST that lags behind it shows."""
     for _ in range(tries):
         newest = current(objects, upload_id)
+        if mine is not None and (newest is None or newest.number < mine.number):
+            newest = mine
         if newest is None or newest.holder != holder or newest.state == "released":
             return True
         written = write_generation(objects, upload_id, newest, "released", holder,
