@@ -254,12 +254,12 @@ class MinioStore:
                 for attempt in range(3):
                     names = [name for name in self.objects.list_names(upload_id)
                              if name != tombstone]
-                    if not self.objects.remove_names(upload_id, names):
+                    if not self.objects.remove_names(upload_id, names, patient=True):
                         raise StorageUnavailable(f"could not remove the objects of {upload_id}")
                     if self.settings.layout == "prefix":
                         self.client.remove_object(bucket, index_marker(info))
                         break
-                    self.objects.remove_names(upload_id, [tombstone])
+                    self.objects.remove_names(upload_id, [tombstone], patient=True)
                     try:
                         self.client.remove_bucket(bucket)
                         break

@@ -255,15 +255,19 @@ class Objects:
                     break
         return names
 
-    def remove_names(self, upload_id: str, names: list[str]) -> bool:
+    def remove_names(self, upload_id: str, names: list[str], patient: bool = False) -> bool:
         """Delete objects of an upload in one request (per 1000); best effort: False when
-        some could not be deleted (they are garbage that termination removes later)."""
+        some could not be deleted (they are garbage that termination removes later).
+
+        With the short timeout unless `patient` (termination): a tidying delete on the request
+        path that meets a key stuck inside MinIO gives up in seconds, not `TUS_MINIO_TIMEOUT`."""
         if not names:
             return True
         bucket, prefix = self.location(upload_id)
+        client = self.client if patient else self.quick
         try:
             with storage_errors(upload_id):
-                errors = list(self.client.remove_objects(
+                errors = list(client.remove_objects(
                     bucket, [DeleteObject(prefix + name) for name in names]))
         except (UploadNotFound, StorageUnavailable):
             return False
