@@ -6,9 +6,9 @@ balancer; at about 30% of the bytes, the instance serving a PATCH at that moment
 upload's lock names) and one MinIO node get SIGKILL together. The instance is started again
 at once; the node only once every upload has finished, so that the files are read right after
 it rejoined, missing what was written while it was down. Every upload must finish with the
-right SHA-256, read whole through the balancer and through the restarted instance, and no
-client may wait more than 5 s between two successful PATCHes (inside tus-js-client's default
-retry budget): a dead instance's locks are taken over once its heartbeat goes silent.
+right SHA-256 and read whole through the balancer and through the restarted instance; a dead
+instance's locks are taken over once its heartbeat goes silent. The longest wait between two
+successful PATCHes of a client is measured and bounded (STALL_LIMIT below says by what).
 
 The scenario runs TUS_SCALE_RUNS times (5; 50 for the long run) on one cluster, wiped between
 runs; TUS_SCALE_MIB sets the size of each upload (12 MiB, in 1 MiB PATCHes: most of them
@@ -41,10 +41,11 @@ KILL_AT = 0.3
 # Uppy's default retry schedules, 0, 1, 3, 5 s, give up after about 9 s); TUS_SCALE_STRICT=1
 # asserts it. By default the bound is MinIO's own: a node killed while it held a key's
 # namespace lock leaves that lock on the other nodes until their stale-lock sweep (every
-# minute, for locks a minute old: 60-120 s), and a request for that key waits for it.
-# docs/deployment.md gives the measured figures.
+# minute, for locks a minute old: up to 120 s), and a request for that key (a chunk object,
+# whose name is fixed by the layout) waits for it, plus one TUS_MINIO_TIMEOUT (15 s) and the
+# client's retry delay. docs/deployment.md gives the measured figures.
 STALL_GOAL = 5.0
-STALL_LIMIT = STALL_GOAL if os.environ.get("TUS_SCALE_STRICT") == "1" else 130.0
+STALL_LIMIT = STALL_GOAL if os.environ.get("TUS_SCALE_STRICT") == "1" else 150.0
 
 summary: list[dict] = []
 
