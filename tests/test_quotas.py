@@ -274,10 +274,13 @@ def test_listing_and_creation_cost_nothing_per_other_owners_upload(make_server):
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda _: create_as(server, "bob"), range(40)))
     listing, creation = costs()
-    # The record, the index and the infos of alice's own uploads; nothing of bob's 40.
-    assert listing <= alone[0] + 2, (listing, alone)  # alice has one upload more now
-    assert creation <= alone[1], (creation, alone)
-    assert listing < 20, listing
+    # The record, the index and the infos of alice's own uploads; nothing of bob's 40 (a read
+    # per upload of his would add 40 or more). A few requests of slack: alice has one upload
+    # more now, and a record write that meets a 412 or a state seen between two LISTs is read
+    # again.
+    assert listing <= alone[0] + 6, (listing, alone)
+    assert creation <= alone[1] + 4, (creation, alone)
+    assert listing < 24, listing
     page = requests.get(server.files_url(), headers=bearer("alice")).json()
     assert page["total"] == 4 and len(page["uploads"]) == 4
     assert len(requests.get(server.files_url() + "?per_page=500",
