@@ -260,19 +260,19 @@ def minio_gets(server, call) -> int:
 def test_listing_and_creation_cost_nothing_per_other_owners_upload(make_server):
     server = make_server(auth="jwt", jwt_secret=SECRET, max_bytes_per_owner=100 * MIB,
                          max_uploads_per_owner=100)
-    create_as(server, "alice")
+    create_as(server, "alice-costs")
 
     def costs() -> tuple[int, int]:
         listing = minio_gets(server, lambda: requests.get(server.files_url(),
-                                                          headers=bearer("alice")))
+                                                          headers=bearer("alice-costs")))
         creation = minio_gets(server, lambda: requests.post(server.files_url(), headers={
-            **TUS, "Upload-Length": "5", **bearer("alice")}))
+            **TUS, "Upload-Length": "5", **bearer("alice-costs")}))
         return listing, creation
 
     costs()  # warm: the record and the index exist, alice has two uploads
     alone = costs()
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda _: create_as(server, "bob"), range(40)))
+        list(pool.map(lambda _: create_as(server, "bob-costs"), range(40)))
     listing, creation = costs()
     # The record, the index and the infos of alice's own uploads; nothing of bob's 40 (a read
     # per upload of his would add 40 or more). A few requests of slack: alice has one upload
@@ -281,10 +281,10 @@ def test_listing_and_creation_cost_nothing_per_other_owners_upload(make_server):
     assert listing <= alone[0] + 6, (listing, alone)
     assert creation <= alone[1] + 4, (creation, alone)
     assert listing < 24, listing
-    page = requests.get(server.files_url(), headers=bearer("alice")).json()
+    page = requests.get(server.files_url(), headers=bearer("alice-costs")).json()
     assert page["total"] == 4 and len(page["uploads"]) == 4
     assert len(requests.get(server.files_url() + "?per_page=500",
-                            headers=bearer("bob")).json()["uploads"]) == 40
+                            headers=bearer("bob-costs")).json()["uploads"]) == 40
 
 
 def test_a_stale_reservation_never_blocks_for_long_and_cleanup_recounts(quota_server,
