@@ -188,9 +188,15 @@ class Objects:
     def read_object(self, upload_id: str, name: str) -> tuple[Optional[bytes], Optional[str]]:
         """(bytes, ETag) of an upload's object, (None, None) when it does not exist."""
         bucket, prefix = self.location(upload_id)
+        return self.read_in_bucket(bucket, prefix + name, upload_id)
+
+    def read_in_bucket(self, bucket: str, key: str,
+                       label: str) -> tuple[Optional[bytes], Optional[str]]:
+        """(bytes, ETag) of `key` in `bucket`, (None, None) when it does not exist; `label`
+        names the object in storage errors."""
         try:
-            with storage_errors(upload_id):
-                response = self.client.get_object(bucket, prefix + name)
+            with storage_errors(label):
+                response = self.client.get_object(bucket, key)
                 try:
                     return response.read(), response.headers.get("ETag", "").strip('"')
                 finally:

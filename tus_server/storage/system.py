@@ -12,7 +12,6 @@ from typing import Optional
 from minio.error import S3Error
 
 from .objects import Objects, storage_errors
-from .store import UploadNotFound
 
 
 class SystemBucket:
@@ -32,16 +31,7 @@ class SystemBucket:
 
     def get(self, key: str) -> tuple[Optional[bytes], Optional[str]]:
         """(bytes, ETag) of an object, (None, None) when there is none."""
-        try:
-            with storage_errors("system"):
-                response = self.objects.client.get_object(self.bucket, key)
-                try:
-                    return response.read(), response.headers.get("ETag", "").strip('"')
-                finally:
-                    response.close()
-                    response.release_conn()
-        except UploadNotFound:
-            return None, None
+        return self.objects.read_in_bucket(self.bucket, key, "system")
 
     def put(self, key: str, data: bytes, etag: Optional[str]) -> Optional[str]:
         """Store `data` if the object is still at `etag` (None: only if there is none); the
