@@ -1,6 +1,7 @@
 """MinIO requests per tus request, counted at the store's connection pool.
 
-    .venv/bin/python -m bench.round_trips
+    .venv/bin/python -m bench.round_trips            # the table
+    .venv/bin/python -m bench.round_trips --paths    # ...and each request's method and path
 
 Starts its own MinIO and the app in this process (bucket layout, 5 MiB chunks) and prints, per
 kind of tus request, how many requests the store sent to MinIO and which.
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import collections
 import os
+import sys
 import tempfile
+from urllib.parse import urlsplit
 from pathlib import Path
 
 import requests
@@ -29,11 +32,13 @@ def main() -> None:
         store = MinioStore(settings)
         server = ThreadedServer(create_app(settings, store))
         counts: collections.Counter = collections.Counter()
+        trail: list[str] = []  # "METHOD /path", in order
         sent = collections.Counter()  # body bytes sent to MinIO, by method
         original = store.http.urlopen
 
         def counting(method, url, *args, **kwargs):
             counts[method] += 1
+            trail.append(f"{method} {urlsplit(url).path}{'?' + urlsplit(url).query if urlsplit(url).query else ''}")
             body = kwargs.get("body")
             if body is not None and hasattr(body, "__len__"):
                 sent[method] += len(body)
@@ -42,11 +47,13 @@ def main() -> None:
         store.http.urlopen = counting
 
         def measure(label: str, call) -> None:
-            before = dict(counts)
+            before, first = dict(counts), len(trail)
             status = call().status_code
             diff = {k: v - before.get(k, 0) for k, v in counts.items() if v - before.get(k, 0)}
             print(f"| {label} | {status} | {sum(diff.values())} | "
                   + ", ".join(f"{n} {m}" for m, n in sorted(diff.items())) + " |")
+            if "--paths" in sys.argv[1:]:
+                print("\n".join(f"|   | | | `{line[:110]}` |" for line in trail[first:]))
 
         size = settings.chunk_size
         data = os.urandom(3 * size)
