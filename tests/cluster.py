@@ -26,6 +26,7 @@ from minio.error import S3Error
 from tus_server.config import Settings
 from tus_server.storage.instances import PREFIX as INSTANCES_PREFIX
 from tus_server.storage.layout import LOCK_PREFIX
+from tus_server.storage.lease import META as LOCK_META
 from tus_server.storage.lease import parse_generation
 
 from .conftest import GunicornServer
@@ -245,10 +246,13 @@ class Cluster:
     def lock_instance(self, upload_id: str) -> Optional[str]:
         """The instance id named by an upload's lock, None when nobody holds it."""
         try:
-            newest = next(iter(self.client.list_objects(upload_id, prefix=LOCK_PREFIX)), None)
+            newest = next(iter(self.client.list_objects(upload_id, prefix=LOCK_PREFIX,
+                                                        include_user_meta=True)), None)
         except Exception:
             return None
-        lock = newest and parse_generation(newest.object_name[len(LOCK_PREFIX):])
+        label = newest and next((v for k, v in (newest.metadata or {}).items()
+                                 if k.lower() == f"x-amz-meta-{LOCK_META}"), None)
+        lock = newest and parse_generation(newest.object_name[len(LOCK_PREFIX):], label)
         return lock.instance if lock and lock.state != "released" else None
 
     def instance_by_heartbeat(self, instance_id: str) -> Optional[GunicornServer]:

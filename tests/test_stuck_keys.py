@@ -24,13 +24,13 @@ from .header_proxy import HeaderStrippingProxy
 from .helpers import MIB, create_url, head, metadata, patch, sha256, upload_id
 
 PIECE = 256 * 1024
-STUCK_LOCK = f"/.tus/lock/{TOP - 2:012d}."
+STUCK_LOCK = f"/.tus/lock/{TOP - 2:012d}"
 STUCK_BEAT = f"/{TOP - 3:012d}"
 
 
 def stuck(path: str) -> bool:
     key = unquote(path.split("?", 1)[0])
-    return STUCK_LOCK in key or ("/instances/" in key and key.endswith(STUCK_BEAT))
+    return key.endswith(STUCK_LOCK) or ("/instances/" in key and key.endswith(STUCK_BEAT))
 
 
 def test_an_upload_goes_on_and_its_instance_stays_alive_past_stuck_keys(minio, gunicorn_server,

@@ -1,13 +1,19 @@
 """The upload lock: a sequence of write-once generations under `.tus/lock/`.
 
-    .tus/lock/<inverted n>.<state>.<holder>.<instance>.<expires>     (empty objects)
+    .tus/lock/<inverted n>     (empty; x-amz-meta-tus-lock: <state>.<holder>.<instance>.<expires>)
 
 `n` counts up from 1 and is stored as 10**12 - n, so S3's name order lists the newest first;
 `state` is `held` (taken by `holder`, a random id per request), `release` (another request
 asks that holder to hand over) or `released`; `instance` is the holder's process heartbeat id
 (`storage/instances.py`, `-` when it has none) and `expires` a unix time, used only by a lock
-that names no instance. A look at the lock is one LIST of a couple of names: the newest
+that names no instance. A look at the lock is one LIST of a couple of names with their user
+metadata (MinIO lists it; on a server that does not, one HEAD of the newest): the newest
 generation is the lock's state, and no object is read.
+
+The key is the number alone, so that two requests writing the same number write the same key
+and `If-None-Match: *` lets only one of them in. (Generations once named by their state, holder
+included: two takes of one number were then two keys, both answered 200, and two PATCHes held
+the upload at once.)
 
 Why write-once: a key whose write a dead MinIO node was coordinating stays locked inside a
 distributed MinIO for one to two minutes; a lock object rewritten in place (take, renew, mark,
@@ -63,6 +69,10 @@ WAIT_STEP = 0.05
 # once a second instead of flooding MinIO.
 KEEPER_READS_PER_SECOND = 100.0
 TOP = 10 ** 12
+# The user metadata that says what a generation is (`Generation.label`).
+META = "tus-lock"
+# Generations a release lists: those below its `released` are deleted before it answers.
+PRUNE_LIST = 16
 # Failed MinIO requests a request's wait for the lock survives before it answers 503.
 RETRIES = 2
 
@@ -91,28 +101,59 @@ class Generation(NamedTuple):
     expires: float
 
     def name(self) -> str:
-        return (f"{TOP - self.number:012d}.{self.state}.{self.holder}."
-                f"{self.instance or '-'}.{int(self.expires)}")
+        """The object's name after `.tus/lock/`: the number alone (one key per number)."""
+        return f"{TOP - self.number:012d}"
+
+    def label(self) -> str:
+        """What the generation says, in its user metadata `META`."""
+        return f"{self.state}.{self.holder}.{self.instance or '-'}.{int(self.expires)}"
 
 
-def parse_generation(name: str) -> Optional[Generation]:
-    """The generation a lock object's name (after `.tus/lock/`) stands for; None if foreign."""
+def generation_number(name: str) -> Optional[int]:
+    """The number a lock object's name (after `.tus/lock/`) stands for; None if foreign."""
+    return TOP - int(name) if len(name) == 12 and name.isdigit() else None
+
+
+def parse_generation(name: str, label: Optional[str]) -> Optional[Generation]:
+    """The generation of a lock object's name (after `.tus/lock/`) and label; None if foreign."""
+    number = generation_number(name)
     try:
-        inverted, state, holder, instance, expires = name.split(".")
-        return Generation(TOP - int(inverted), state, holder,
-                          None if instance == "-" else instance, float(expires))
+        state, holder, instance, expires = (label or "").split(".")
+        return Generation(number, state, holder, None if instance == "-" else instance,
+                          float(expires)) if number is not None else None
     except ValueError:
         return None
 
 
-def current(objects: Objects, upload_id: str) -> Optional[Generation]:
-    """The lock's newest generation (None: never taken). One LIST, short timeout."""
+def look(objects: Objects, upload_id: str,
+         limit: int = 2) -> tuple[Optional[Generation], list[tuple[str, int]]]:
+    """The lock's newest generation (None: never taken) and the first `limit` generation keys
+    listed with their numbers. One LIST with the short timeout (and a HEAD of the newest when
+    the server lists no user metadata)."""
     bucket, prefix = objects.location(upload_id)
-    for key in objects.list_quickly(bucket, prefix + LOCK_PREFIX, 2, upload_id):
-        generation = parse_generation(key[len(prefix + LOCK_PREFIX):])
-        if generation is not None:
-            return generation
-    return None
+    base = prefix + LOCK_PREFIX
+    for _ in range(3):
+        listed, newest = [], None
+        for key, label in objects.list_meta_quickly(bucket, base, limit, META, upload_id):
+            number = generation_number(key[len(base):])
+            if number is None:
+                continue
+            listed.append((key, number))
+            if newest is None:
+                if label is None:
+                    try:
+                        label = objects.meta_quickly(bucket, key, META, upload_id)
+                    except UploadNotFound:
+                        break  # pruned since the LIST: look again
+                newest = parse_generation(key[len(base):], label)
+        else:
+            return newest, listed
+    raise StorageUnavailable(f"the lock of upload {upload_id} could not be read")
+
+
+def current(objects: Objects, upload_id: str) -> Optional[Generation]:
+    """The lock's newest generation (None: never taken)."""
+    return look(objects, upload_id)[0]
 
 
 def write_generation(objects: Objects, upload_id: str, newest: Optional[Generation],
@@ -132,7 +173,8 @@ def write_generation(objects: Objects, upload_id: str, newest: Optional[Generati
         _tried[upload_id] = number
     generation = Generation(number, state, holder, instance, expires)
     key = objects.location(upload_id)[1] + LOCK_PREFIX + generation.name()
-    etag = objects.put_if(upload_id, key, b"", {"Content-Type": "application/octet-stream"},
+    etag = objects.put_if(upload_id, key, b"", {"Content-Type": "application/octet-stream",
+                                                f"x-amz-meta-{META}": generation.label()},
                           if_none_match=True, quick=True)
     return generation if etag is not None else None
 
@@ -152,7 +194,8 @@ def nobody_writing(generation: Generation, instances: Optional[Instances]) -> bo
         with _held_guard:
             return generation.holder not in _held
     if generation.state == "release":
-        seen = _unanswered.setdefault(generation.name(), time.monotonic())
+        seen = _unanswered.setdefault(generation.label() + generation.name(),
+                                      time.monotonic())
         if len(_unanswered) > 10000:
             _unanswered.clear()
         if time.monotonic() - seen > UNANSWERED:
@@ -306,18 +349,28 @@ class Lease:
 def release_holder(objects: Objects, upload_id: str, holder: str, tries: int = 3,
                    mine: Optional[Generation] = None) -> bool:
     """Write `released` above the newest generation if that one names `holder`; True when
-    the lock does not name it any more. Prunes what it superseded. `mine`: the holder's own
-    generation, newer than whatever a LIST that lags behind it shows."""
+    the lock does not name it any more. `mine`: the holder's own generation, newer than
+    whatever a LIST that lags behind it shows.
+
+    The generations it superseded are deleted before it returns (one request, given up after
+    a second; then a background chore retries): a request answered after a release leaves
+    the lock as one `released` generation, and a later request that takes no lock (a 409, a
+    HEAD) finds the upload's objects as they were."""
+    bucket, prefix = objects.location(upload_id)
     for _ in range(tries):
-        newest = current(objects, upload_id)
+        newest, listed = look(objects, upload_id, PRUNE_LIST)
         if mine is not None and (newest is None or newest.number < mine.number):
             newest = mine
+            listed.append((prefix + LOCK_PREFIX + mine.name(), mine.number))
         if newest is None or newest.holder != holder or newest.state == "released":
             return True
         written = write_generation(objects, upload_id, newest, "released", holder,
                                    newest.instance)
         if written is not None:
-            chores.submit(lambda: prune(objects, upload_id, written.number), attempts=5)
+            stale = sorted({key for key, number in listed if number < written.number})
+            if len(listed) >= PRUNE_LIST or \
+                    not objects.remove_keys_quickly(bucket, stale, upload_id):
+                chores.submit(lambda: prune(objects, upload_id, written.number), attempts=5)
             return True
     return False
 
@@ -344,8 +397,8 @@ def prune(objects: Objects, upload_id: str, below: int) -> bool:
     except UploadNotFound:
         return True
     for key in names:
-        generation = parse_generation(key[len(prefix + LOCK_PREFIX):])
-        if generation is not None and generation.number < below:
+        number = generation_number(key[len(prefix + LOCK_PREFIX):])
+        if number is not None and number < below:
             objects.remove_quickly(bucket, key)
     return True
 

@@ -43,6 +43,7 @@ CRC32C_HEADER = "x-amz-checksum-crc32c"
 SHA256_META = "x-amz-meta-sha256"
 # Timeouts of lock and heartbeat requests: an answer later than this says nothing useful.
 QUICK = urllib3.Timeout(connect=2.0, read=3.0)
+TIDY = urllib3.Timeout(connect=1.0, read=1.0)
 # The query-string signature of a presigned URL, replaced by a header signature (`_signed_put`).
 PRESIGN_PARAMS = {"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
                   "X-Amz-SignedHeaders", "X-Amz-Signature", "X-Amz-Security-Token"}
@@ -107,6 +108,10 @@ class Objects:
         # new key or asks again); a separate pool, so they never queue behind chunk traffic.
         self.quick_http = CountingPool(maxsize=64, timeout=QUICK, retries=False)
         self.quick = self._client(self.quick_http) if client is None else client
+        # Deletes on the request path (a release's superseded lock generations): a second at
+        # most, then they are left to a background chore.
+        self.tidy_http = CountingPool(maxsize=16, timeout=TIDY, retries=False)
+        self.tidy = self._client(self.tidy_http) if client is None else client
         self._credentials = Credentials(settings.minio_access_key, settings.minio_secret_key)
 
     def _client(self, pool: urllib3.PoolManager) -> Minio:
@@ -226,6 +231,41 @@ class Objects:
                 if len(names) >= limit:
                     break
         return names
+
+    def list_meta_quickly(self, bucket: str, prefix: str, limit: int, meta: str,
+                          context: str = "") -> list[tuple[str, Optional[str]]]:
+        """The first `limit` (name, value of user metadata `x-amz-meta-<meta>`) under
+        `prefix`, with the short timeout. MinIO lists user metadata (its `metadata=true`
+        extension of ListObjectsV2); a server that does not leaves the value None, and
+        `meta_quickly` asks for it."""
+        wanted = {f"x-amz-meta-{meta}", meta}
+        found: list[tuple[str, Optional[str]]] = []
+        with storage_errors(context):
+            for obj in self.quick.list_objects(bucket, prefix=prefix, include_user_meta=True):
+                value = next((v for k, v in (obj.metadata or {}).items()
+                              if k.lower() in wanted), None)
+                found.append((obj.object_name, value))
+                if len(found) >= limit:
+                    break
+        return found
+
+    def meta_quickly(self, bucket: str, key: str, meta: str, context: str = "") -> Optional[str]:
+        """User metadata `x-amz-meta-<meta>` of one object (a HEAD, short timeout); raises
+        UploadNotFound when the object is gone."""
+        with storage_errors(context):
+            return self.quick.stat_object(bucket, key).metadata.get(f"x-amz-meta-{meta}")
+
+    def remove_keys_quickly(self, bucket: str, keys: list[str], context: str = "") -> bool:
+        """Delete objects in one request, given up after a second (`TIDY`); False when some
+        were not deleted (the caller leaves them to a background chore)."""
+        if not keys:
+            return True
+        try:
+            with storage_errors(context):
+                errors = list(self.tidy.remove_objects(bucket, [DeleteObject(k) for k in keys]))
+        except (UploadNotFound, StorageUnavailable):
+            return False
+        return not errors
 
     def remove_quickly(self, bucket: str, key: str) -> None:
         """Delete one object with the short timeout (background tidying)."""
