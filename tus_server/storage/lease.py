@@ -20,8 +20,9 @@ distributed MinIO for one to two minutes; a lock object rewritten in place (take
 delete) would stall every later request on that upload as long. Here every change is a PUT
 `If-None-Match: *` of the number after the newest listed, with a short timeout: a 412 means
 somebody else wrote that number (look again), and a PUT that failed or hung is abandoned and
-its number skipped (the next try uses a higher one, never the same key), so no stuck key is
-ever written twice. A PUT whose fate is unknown may still land later; its holder id is then
+its number skipped (the next try uses a higher one, never the same key), so this process
+never writes a stuck key twice (another process that races for that number waits out its own
+short timeout once, then skips it too). A PUT whose fate is unknown may still land later; its holder id is then
 retired, and a background chore (`storage/chores.py`) writes `released` over it if it shows.
 
 Validity: a `held` generation that names an instance is valid while that instance's heartbeat
@@ -42,8 +43,9 @@ each), stops the body read, stores what arrived and writes `released`; the waiti
 then takes the next number. A holder that does not answer within `TUS_HANDOVER_WAIT` seconds
 leaves the waiter with 423. A holder whose instance's heartbeat is `TUS_HEARTBEAT_TIMEOUT` old
 by MinIO's clock (a few seconds) is dead: the waiter takes the next number at once; of several
-waiters only one gets it. Release is never a DELETE: superseded generations are deleted in
-the background, and termination deletes them all with the upload.
+waiters only one gets it. Release is a new generation, never a DELETE of the lock; the
+generations it superseded are deleted right after it, before the request answers (given up
+after a second, then left to a chore), and termination deletes them all with the upload.
 """
 from __future__ import annotations
 
