@@ -101,7 +101,8 @@ def write_generation(objects: Objects, upload_id: str, newest: Optional[Generati
         if len(_tried) > 10000:
             _tried.clear()
         _tried[upload_id] = number
-    generation = Generation(number, state, holder, instance, expires)
+    # Whole seconds, as the label says: the keeper compares what it wrote with what it lists.
+    generation = Generation(number, state, holder, instance, float(int(expires)))
     key = objects.location(upload_id)[1] + LOCK_PREFIX + generation.name()
     etag = objects.put_if(upload_id, key, b"", {"Content-Type": "application/octet-stream",
                                                 f"x-amz-meta-{META}": generation.label()},
