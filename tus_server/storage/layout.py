@@ -4,7 +4,7 @@
     bucket  tus-<hex>/                 bucket  $TUS_BUCKET/
       .tus/info/<inverted gen>           tus-<hex>/.tus/info/<inverted gen>
       .tus/pieces/<start>-<token>-<n>    tus-<hex>/.tus/pieces/<start>-<token>-<n>
-      .tus/lock/<generation>...          tus-<hex>/.tus/lock/<generation>...
+      .tus/lock/<inverted gen>           tus-<hex>/.tus/lock/<inverted gen>
       <filename>.part1of<Y>              tus-<hex>/<filename>.part1of<Y>
       ...                                ...
       <filename>.part<Y>of<Y>            tus-<hex>/<filename>.part<Y>of<Y>
