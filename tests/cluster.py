@@ -25,6 +25,9 @@ from minio.error import S3Error
 
 from tus_server.config import Settings
 from tus_server.storage.instances import PREFIX as INSTANCES_PREFIX
+from tus_server.storage.layout import LOCK_PREFIX
+from tus_server.storage.lease import META as LOCK_META
+from tus_server.storage.lease import parse_generation
 
 from .conftest import GunicornServer
 from .minio_process import ACCESS_KEY, ROOT, SECRET_KEY, MinioProcess
@@ -243,22 +246,21 @@ class Cluster:
     def lock_instance(self, upload_id: str) -> Optional[str]:
         """The instance id named by an upload's lock, None when nobody holds it."""
         try:
-            response = self.client.get_object(upload_id, ".tus/lock")
+            newest = next(iter(self.client.list_objects(upload_id, prefix=LOCK_PREFIX,
+                                                        include_user_meta=True)), None)
         except Exception:
             return None
-        try:
-            return json.loads(response.read()).get("instance")
-        except ValueError:
-            return None
-        finally:
-            response.close()
-            response.release_conn()
+        label = newest and next((v for k, v in (newest.metadata or {}).items()
+                                 if k.lower() == f"x-amz-meta-{LOCK_META}"), None)
+        lock = newest and parse_generation(newest.object_name[len(LOCK_PREFIX):], label)
+        return lock.instance if lock and lock.state != "released" else None
 
     def instance_by_heartbeat(self, instance_id: str) -> Optional[GunicornServer]:
         """The app instance whose worker writes heartbeat `instance_id`."""
         try:
-            response = self.client.get_object(self.settings.system_bucket,
-                                              INSTANCES_PREFIX + instance_id)
+            newest = next(iter(self.client.list_objects(
+                self.settings.system_bucket, prefix=f"{INSTANCES_PREFIX}{instance_id}/")))
+            response = self.client.get_object(self.settings.system_bucket, newest.object_name)
         except Exception:
             return None
         try:

@@ -2,7 +2,9 @@
 
 Requests are read header block by header block (keep-alive connections carry several); the
 named headers are left out and everything else, bodies included, is streamed on as it comes
-(Content-Length or chunked). Responses are piped back untouched. Signatures still hold: they
+(Content-Length or chunked). Responses are piped back untouched. With `stall`, a request whose
+path matches it is read and never answered (a key stuck inside MinIO): its connection hangs
+until the client gives up. Signatures still hold: they
 cover the Host the client sent (this proxy's address), and the server's conditional PUTs sign
 only the host and `x-amz-*` headers, never the preconditions (tus_server/storage/objects.py).
 """
@@ -10,14 +12,18 @@ from __future__ import annotations
 
 import socket
 import threading
+from typing import Callable, Optional
 
 
 class HeaderStrippingProxy:
-    def __init__(self, upstream: str, drop: tuple[str, ...], port: int = 0):
+    def __init__(self, upstream: str, drop: tuple[str, ...] = (), port: int = 0,
+                 stall: Optional[Callable[[str], bool]] = None):
         upstream_host, upstream_port = upstream.rsplit(":", 1)
         self.upstream = (upstream_host, int(upstream_port))
         self.drop = {name.lower().encode() for name in drop}
         self.dropped = 0  # headers left out so far (the test checks the proxy did its job)
+        self.stall = stall
+        self.stalled: list[str] = []  # request lines left unanswered
         self.listener = socket.create_server(("127.0.0.1", port))
         self.endpoint = f"127.0.0.1:{self.listener.getsockname()[1]}"
         self._sockets: list[socket.socket] = []
@@ -68,6 +74,11 @@ class HeaderStrippingProxy:
                     if name.strip().lower() == b"transfer-encoding":
                         chunked = b"chunked" in value.lower()
                     head.append(line)
+                if self.stall is not None and self.stall(request_line.split(b" ")[1].decode()):
+                    self.stalled.append(request_line.decode().strip())
+                    while reader.read1(65536):
+                        pass  # never answered: wait until the client closes
+                    break
                 upstream.sendall(b"".join(head) + b"\r\n")
                 if chunked:
                     self._relay_chunked(reader, upstream)

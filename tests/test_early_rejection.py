@@ -21,7 +21,7 @@ from .helpers import MIB, create_url, metadata, patch, upload_id
 from .minio_process import ROOT
 from .test_tus_js_client import node_binary
 
-from tus_server.storage.layout import LOCK_NAME
+from tus_server.storage.lease import write_generation
 
 SCRIPT = ROOT / "tests" / "js" / "tus_js_refused.mjs"
 FILE_SIZE = 48 * MIB  # far more than socket buffers hold, so the client is still writing
@@ -93,9 +93,8 @@ def test_423_locked_reaches_node(served, store, big_file):
 
     def take_lock():
         # A live holder in another (imaginary) process that never hands over.
-        body = json.dumps({"holder": "elsewhere", "expires": time.time() + 60,
-                           "release": False}).encode()
-        assert store.objects.conditional_put(uid, LOCK_NAME, body, if_none_match=True)
+        assert write_generation(store.objects, uid, None, "held", "elsewhere", None,
+                                time.time() + 60)
 
     result = run_refused(upload_url, big_file, take_lock)
     assert_refused_with(result, 423)

@@ -15,7 +15,7 @@ import pytest
 import requests
 from tusclient import client as tus_client
 
-from tus_server.storage.minio_backend import LOCK_NAME
+from tus_server.storage.lease import current as current_lock
 
 from .helpers import MIB, create_url, head, metadata, patch, sha256, stored_file, upload_id
 from .raw_http import RawPatch
@@ -47,7 +47,8 @@ def offset_of(url: str) -> int:
 
 
 def lock_taken(store, uid: str) -> bool:
-    return store.read_object(uid, LOCK_NAME)[0] is not None
+    lock = current_lock(store.objects, uid)
+    return lock is not None and lock.state != "released"
 
 
 # ----------------------------------------------------------------------------- stale writer
@@ -131,7 +132,8 @@ def test_client_that_drops_mid_patch_resumes_at_once_through_the_hand_over(gunic
     dropped.close()
     assert sha256(requests.get(url_a).content) == sha256(data)
     # (a background digest pass may hold the lock for a moment)
-    assert wait_for(lambda: not lock_taken(store, uid), 10), "the lock was never released"
+    assert wait_for(lambda: not lock_taken(store, uid), 10), \
+        f"the lock was never released: {current_lock(store.objects, uid)}"
 
 
 # ----------------------------------------------------------------------------- cut connections
@@ -199,7 +201,7 @@ def test_silent_patch_ends_after_the_body_timeout_keeping_its_bytes(gunicorn_ser
     assert time.monotonic() - began < 4
     writer.close()
     assert offset_of(url) == 1000
-    assert store.read_object(upload_id(url), LOCK_NAME) == (None, None)
+    assert not lock_taken(store, upload_id(url))
 
 
 def test_idle_patch_connections_do_not_starve_a_fresh_client(gunicorn_server, tmp_path):

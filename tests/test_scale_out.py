@@ -41,9 +41,9 @@ KILL_AT = 0.3
 # Uppy's default retry schedules, 0, 1, 3, 5 s, give up after about 9 s); TUS_SCALE_STRICT=1
 # asserts it. By default the bound is MinIO's own: a node killed while it held a key's
 # namespace lock leaves that lock on the other nodes until their stale-lock sweep (every
-# minute, for locks a minute old: up to 120 s), and a request for that key (a chunk, the lock,
-# a heartbeat: names fixed in advance) waits for it, plus one more request and the client's
-# retry delay. docs/deployment.md gives the measured figures.
+# minute, for locks a minute old: up to 120 s), and a request for that key (a complete chunk,
+# whose name is fixed by the layout; locks and heartbeats are write-once) waits for it, plus
+# one more request and the client's retry delay. docs/deployment.md gives the measured figures.
 STALL_GOAL = 5.0
 STALL_LIMIT = STALL_GOAL if os.environ.get("TUS_SCALE_STRICT") == "1" else 180.0
 

@@ -184,6 +184,8 @@ class Settings:
     minio_region: str = "us-east-1"
     # "auto" (virtual-host style for AWS and Aliyun hosts, path style elsewhere), "path", "virtual".
     minio_addressing_style: str = "auto"
+    # Seconds a MinIO request may wait for an answer (between two reads of its response).
+    minio_timeout: float = 15.0
     # Run although the S3 server fails the conditional-write probe (storage/probe.py).
     unsafe_s3: bool = False
     # Size of the chunk objects; fixed per upload at creation.
@@ -299,6 +301,7 @@ class Settings:
             minio_secure=_bool(env, "MINIO_SECURE", defaults.minio_secure),
             minio_region=env.get("MINIO_REGION", defaults.minio_region),
             minio_addressing_style=_addressing_style(env, defaults.minio_addressing_style),
+            minio_timeout=_float(env, "TUS_MINIO_TIMEOUT", defaults.minio_timeout, 1),
             unsafe_s3=_bool(env, "TUS_UNSAFE_S3", defaults.unsafe_s3),
             chunk_size=_int(env, "TUS_CHUNK_SIZE", defaults.chunk_size, 1),
             max_size=_int(env, "TUS_MAX_SIZE", defaults.max_size),

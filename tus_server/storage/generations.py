@@ -32,7 +32,7 @@ from collections import OrderedDict
 from typing import Optional
 
 from .store import StorageUnavailable, UploadInfo, UploadNotFound, WriteFenced
-from .layout import GENERATION_PREFIX, INFO_NAME, LOCK_NAME, generation_key, generation_number
+from .layout import GENERATION_PREFIX, INFO_NAME, LOCK_PREFIX, generation_key, generation_number
 from .objects import Objects
 
 log = logging.getLogger("tus_server.store")
@@ -114,8 +114,8 @@ class Generations:
             return info
         # 404 only when MinIO says nothing of the upload remains (the lock, which any request
         # may create, does not count); anything else without a state is a degraded store.
-        names = [name for name in self.objects.list_names(upload_id, limit=2)
-                 if name != LOCK_NAME]
+        names = [name for name in self.objects.list_names(upload_id, limit=8)
+                 if not name.startswith(LOCK_PREFIX.rstrip("/"))]
         if not names:
             raise UploadNotFound(upload_id)
         if not last_try and any(name.startswith(GENERATION_PREFIX) for name in names):

@@ -1,16 +1,23 @@
 """Instance heartbeats: which server processes are alive, judged by MinIO's clock.
 
-Each server process that takes upload locks keeps one small object in the system bucket,
+Each server process that takes upload locks writes a new small object every
+`TUS_HEARTBEAT_INTERVAL` seconds, from a daemon thread, in the system bucket:
 
-    $TUS_SYSTEM_BUCKET/instances/<instance id>    {"instance", "host", "pid", "started"}
+    $TUS_SYSTEM_BUCKET/instances/<instance id>/<10**12 - seq>   {"instance", "host", "pid", ...}
 
-and rewrites it every `TUS_HEARTBEAT_INTERVAL` seconds from a daemon thread: one PUT per
-process per interval, however many uploads it holds. A lock names its holder's instance
-(`storage/lease.py`). A request that finds an upload locked asks how old that instance's
-heartbeat is, in MinIO's own clock: `Date` of a fresh HEAD answer minus the object's
-`Last-Modified`, both written by MinIO, so no two processes' clocks are ever compared.
+one PUT per process per interval, however many uploads it holds. Every beat is a new key
+(`seq` counts up, so the newest lists first) and is given up after a few seconds: a key whose
+write a dead MinIO node was coordinating stays locked inside a distributed MinIO for a minute
+or two, and a heartbeat rewritten in place would block that long and make a live instance look
+dead. A beat that fails or hangs is abandoned, and the next one uses the next key. Beats it
+superseded are deleted in the background (`storage/chores.py`), best effort.
+
+A lock names its holder's instance (`storage/lease.py`). A request that finds an upload locked
+asks how old that instance's newest beat is, in MinIO's own clock: a LIST of
+`instances/<id>/` (a couple of names), then `Date` of a fresh HEAD answer on the newest minus
+its `Last-Modified`, both written by MinIO, so no two processes' clocks are ever compared.
 An instance whose heartbeat is `TUS_HEARTBEAT_TIMEOUT` seconds old (or gone) is dead, and
-its locks are taken over at once instead of after `TUS_LOCK_LEASE`.
+its locks are taken over at once.
 
 HTTP dates count whole seconds, so the age read is the true age give or take one second:
 the timeout must leave more than a second above the interval. Being wrong costs no data: an
@@ -18,7 +25,7 @@ instance that was only slow is fenced by the writer's conditional writes (`write
 its request stops; the verdict only decides when a waiter may try.
 
 On a graceful stop (`stop_all`, from the shutdown path and at exit) the thread ends and the
-object is deleted, after the process's uploads let go of their locks.
+instance's beats are deleted, after the process's uploads let go of their locks.
 """
 from __future__ import annotations
 
@@ -36,7 +43,8 @@ from typing import Optional
 
 import urllib3
 from ..config import Settings
-from .objects import Objects
+from . import chores
+from .objects import QUICK, Objects
 from .system import SystemBucket
 
 log = logging.getLogger("tus_server.store")
@@ -44,8 +52,9 @@ log = logging.getLogger("tus_server.store")
 PREFIX = "instances/"
 # Seconds a verdict on another instance is reused (a waiter polls the lock every 50 ms).
 VERDICT_TTL = 0.25
-# Timeouts of heartbeat requests: an answer later than this says nothing useful.
-QUICK = urllib3.Timeout(connect=2.0, read=2.0)
+TOP = 10 ** 12
+# Beats that may hang at once (each for at most QUICK's timeout).
+IN_FLIGHT = 4
 # Seconds before a heartbeat that could not start (MinIO away) is tried again.
 START_BACKOFF = 5.0
 
@@ -58,7 +67,11 @@ class Heartbeat:
         self.bucket = settings.system_bucket
         self.interval = settings.heartbeat_interval
         self.id = secrets.token_hex(8)
-        self.key = PREFIX + self.id
+        self.prefix = f"{PREFIX}{self.id}/"
+        self.seq = 0
+        self._unsettled: dict[int, str] = {}  # beats not yet superseded by a later one
+        self._in_flight = 0
+        self._guard = threading.Lock()
         self.pid = os.getpid()
         self.writes = 0  # heartbeat PUTs sent, for the request-rate figure
         self._body = json.dumps({"instance": self.id, "host": socket.gethostname(),
@@ -75,42 +88,70 @@ class Heartbeat:
         return self
 
     def _beat(self) -> None:
-        """One unconditional PUT, given up after a few seconds: a key whose last write was
-        being committed by a MinIO node that died stays locked inside MinIO for a minute or
-        two (its lock servers expire stale locks that late), and a heartbeat blocked that
-        long would only make this instance look dead for longer."""
-        self.writes += 1
-        url = self.objects.client.get_presigned_url("PUT", self.bucket, self.key,
+        """One PUT of a key never written before, given up after a few seconds."""
+        with self._guard:
+            self.writes += 1
+            self.seq += 1
+            seq = self.seq
+            self._unsettled[seq] = key = f"{self.prefix}{TOP - seq:012d}"
+        url = self.objects.client.get_presigned_url("PUT", self.bucket, key,
                                                     expires=timedelta(minutes=15))
-        response = self.objects.http.request(
+        response = self.objects.quick_http.request(
             "PUT", url, body=self._body, headers={"Content-Type": "application/json"},
             retries=False, timeout=QUICK)
         if response.status != 200:
             raise OSError(f"PUT answered {response.status}")
+        # In: every earlier beat (written, abandoned, or still hanging, which may land later)
+        # is superseded and deleted in the background.
+        with self._guard:
+            stale = [k for n, k in self._unsettled.items() if n < seq]
+            self._unsettled = {n: k for n, k in self._unsettled.items() if n >= seq}
+        if stale:
+            chores.submit(lambda: self._delete(stale), attempts=5)
+
+    def _delete(self, keys: list[str]) -> bool:
+        while keys:
+            self.objects.remove_quickly(self.bucket, keys[-1])
+            keys.pop()
+        return True
 
     def _run(self) -> None:
+        """A beat every interval, each in a thread of its own: a beat that hangs on its key
+        never holds up the next one (at most `IN_FLIGHT` wait at once)."""
         next_at = time.monotonic() + self.interval
         while not self._stop.wait(max(0.0, next_at - time.monotonic())):
             next_at = max(next_at + self.interval, time.monotonic())
-            try:
-                self._beat()
-            except Exception as exc:  # MinIO away: once per streak, then quiet until it is back
-                if not self._failing:
-                    log.warning("heartbeat not written (%s); this instance's locks may be "
-                                "taken over", exc)
-                self._failing = True
-                continue
-            if self._failing:
-                log.info("heartbeat written again instance=%s", self.id)
-            self._failing = False
+            with self._guard:
+                if self._in_flight >= IN_FLIGHT:
+                    continue
+                self._in_flight += 1
+            threading.Thread(target=self._beat_logged, name="tus-heartbeat-put",
+                             daemon=True).start()
+
+    def _beat_logged(self) -> None:
+        try:
+            self._beat()
+        except Exception as exc:  # MinIO away: once per streak, then quiet until it is back
+            if not self._failing:
+                log.warning("heartbeat not written (%s); this instance's locks may be "
+                            "taken over", exc)
+            self._failing = True
+            return
+        finally:
+            with self._guard:
+                self._in_flight -= 1
+        if self._failing:
+            log.info("heartbeat written again instance=%s", self.id)
+        self._failing = False
 
     def stop(self) -> None:
-        """End the thread and delete the object (other instances then see this one gone)."""
+        """End the thread and delete the beats (other instances then see this one gone)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         try:
-            self.objects.client.remove_object(self.bucket, self.key)
+            for key in self.objects.list_quickly(self.bucket, self.prefix, 1000):
+                self.objects.remove_quickly(self.bucket, key)
         except Exception as exc:  # MinIO stopped first: the object goes stale on its own
             log.info("heartbeat object not removed instance=%s (%s)", self.id,
                      type(exc).__name__)
@@ -191,14 +232,26 @@ class Instances:
     def age(self, instance: str) -> Optional[float]:
         """Seconds since `instance`'s last heartbeat by MinIO's clock (inf when it has none),
         None when MinIO did not say."""
-        url = self.objects.client.get_presigned_url("HEAD", self.bucket, PREFIX + instance,
+        try:
+            keys = self.objects.list_quickly(self.bucket, f"{PREFIX}{instance}/", 2)
+        except Exception:
+            return None
+        if not keys:
+            return float("inf")  # stopped gracefully, or never wrote one
+        for key in keys:  # the newest; the one before if the newest does not answer
+            age = self._age_of(key)
+            if age is not None:
+                return age
+        return None
+
+    def _age_of(self, key: str) -> Optional[float]:
+        url = self.objects.client.get_presigned_url("HEAD", self.bucket, key,
                                                     expires=timedelta(minutes=15))
         try:
-            response = self.objects.http.request("HEAD", url, retries=False, timeout=QUICK)
+            response = self.objects.quick_http.request("HEAD", url, retries=False,
+                                                       timeout=QUICK)
         except (urllib3.exceptions.HTTPError, OSError):
             return None
-        if response.status == 404:
-            return float("inf")  # stopped gracefully, or never wrote one
         if response.status != 200:
             return None
         try:

@@ -4,7 +4,7 @@
     bucket  tus-<hex>/                 bucket  $TUS_BUCKET/
       .tus/info/<inverted gen>           tus-<hex>/.tus/info/<inverted gen>
       .tus/pieces/<start>-<token>-<n>    tus-<hex>/.tus/pieces/<start>-<token>-<n>
-      .tus/lock                          tus-<hex>/.tus/lock
+      .tus/lock/<inverted gen>           tus-<hex>/.tus/lock/<inverted gen>
       <filename>.part1of<Y>              tus-<hex>/<filename>.part1of<Y>
       ...                                ...
       <filename>.part<Y>of<Y>            tus-<hex>/<filename>.part<Y>of<Y>
@@ -30,7 +30,7 @@ from .store import UploadInfo, UploadNotFound, is_upload_id
 INFO_NAME = ".tus/info.json"  # the legacy state object (generation 0)
 GENERATION_PREFIX = ".tus/info/"
 PIECE_PREFIX = ".tus/pieces/"
-LOCK_NAME = ".tus/lock"
+LOCK_PREFIX = ".tus/lock/"  # write-once generations, storage/lease.py
 INDEX_PREFIX = ".tus-index/"
 # Generation numbers are stored inverted, so that the newest sorts first in a listing.
 GENERATION_LIMIT = 10**12 - 1

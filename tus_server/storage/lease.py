@@ -1,81 +1,126 @@
-"""The lock object `.tus/lock`: who holds an upload, until when, and whether to let go.
+"""The upload lock: a sequence of write-once generations under `.tus/lock/`.
 
-    {"holder": "<random hex>", "expires": <unix time>, "release": false,
-     "instance": "<the holder's instance id, storage/instances.py>"}
+    .tus/lock/<inverted n>     (empty; x-amz-meta-tus-lock: <state>.<holder>.<instance>.<expires>)
 
-A request takes the lock with `If-None-Match: *` and a keeper thread renews it with `If-Match`
-every third of `TUS_LOCK_LEASE`, independent of the body read. The lease gives fairness and
-hand-over, not safety: a holder may stall past its lease at any moment, and only the fenced
+`n` counts up from 1 and is stored as 10**12 - n, so S3's name order lists the newest first;
+`state` is `held` (taken by `holder`, a random id per request), `release` (another request
+asks that holder to hand over) or `released`; `instance` is the holder's process heartbeat id
+(`storage/instances.py`, `-` when it has none) and `expires` a unix time, used only by a lock
+that names no instance. A look at the lock is one LIST of a couple of names with their user
+metadata (MinIO lists it; on a server that does not, one HEAD of the newest): the newest
+generation is the lock's state, and no object is read.
+
+The key is the number alone, so that two requests writing the same number write the same key
+and `If-None-Match: *` lets only one of them in. (Generations once named by their state, holder
+included: two takes of one number were then two keys, both answered 200, and two PATCHes held
+the upload at once.)
+
+Why write-once: a key whose write a dead MinIO node was coordinating stays locked inside a
+distributed MinIO for one to two minutes; a lock object rewritten in place (take, renew, mark,
+delete) would stall every later request on that upload as long. Here every change is a PUT
+`If-None-Match: *` of the number after the newest listed, with a short timeout: a 412 means
+somebody else wrote that number (look again), and a PUT that failed or hung is abandoned and
+its number skipped (the next try uses a higher one, never the same key), so this process
+never writes a stuck key twice (another process that races for that number waits out its own
+short timeout once, then skips it too). A PUT whose fate is unknown may still land later; its holder id is then
+retired, and a background chore (`storage/chores.py`) writes `released` over it if it shows.
+
+Validity: a `held` generation that names an instance is valid while that instance's heartbeat
+is fresh, with no renewal write: a PATCH costs one PUT to take and one to release, whatever
+it lasts. A generation without an instance (heartbeats off or unwritable) is a lease of
+`TUS_LOCK_LEASE` seconds, renewed by a new `held` generation every third of it. Two backstops
+free a lock whose holder left without a `released` generation (its PUT lost): in the holder's
+own process, a holder that is no longer held here; elsewhere, a `release` request that stayed
+the newest generation for `UNANSWERED` seconds. The lock gives
+fairness and hand-over, not safety: a holder may stall at any moment, and only the fenced
 writes in `writer.py` keep a stale holder from changing what a later one stored.
 
-Hand-over (as tusd does it): a request that finds the lock held by a live holder sets
-`"release": true` in it (a conditional PUT), or, when the holder is in this process, tells it
-directly. The holder's keeper sees the mark at its next poll (about once a second; every few
-seconds when the process holds thousands of leases, `KEEPER_READS_PER_SECOND`), stops the body
-read, stores what arrived, and deletes the lock; the waiting request then takes it.
-A holder that does not answer within `TUS_HANDOVER_WAIT` seconds leaves the waiter with 423.
-A holder that died is taken over as soon as its instance's heartbeat is `TUS_HEARTBEAT_TIMEOUT`
-old by MinIO's clock (a few seconds), or else once its lease ran out; either way `If-Match` on
-the lock's ETag, so of several waiters only one takes it.
+Hand-over (as tusd does it): a request that finds the lock held by a live holder tells it
+directly when the holder is in this process, or else writes a `release` generation naming
+it. The holder's keeper sees a newer generation at its next poll (about once a second; every
+few seconds when the process holds thousands of locks, `KEEPER_READS_PER_SECOND`; one LIST
+each), stops the body read, stores what arrived and writes `released`; the waiting request
+then takes the next number. A holder that does not answer within `TUS_HANDOVER_WAIT` seconds
+leaves the waiter with 423. A holder whose instance's heartbeat is `TUS_HEARTBEAT_TIMEOUT` old
+by MinIO's clock (a few seconds) is dead: the waiter takes the next number at once; of several
+waiters only one gets it. Release is a new generation, never a DELETE of the lock; the
+generations it superseded are deleted right after it, before the request answers (given up
+after a second, then left to a chore), and termination deletes them all with the upload.
 """
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
 import time
 import uuid
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Optional
 
+from . import chores
 from .instances import Instances
-from .layout import LOCK_NAME
+from .layout import LOCK_PREFIX
+from .lock_generations import (  # noqa: F401  (re-exported: the lock's readers import them here)
+    META,
+    PRUNE_LIST,
+    TOP,
+    Generation,
+    current,
+    generation_number,
+    look,
+    parse_generation,
+    prune,
+    write_generation,
+)
 from .objects import Objects
-from .store import StoreError, UploadLocked
+from .store import StorageUnavailable, StoreError, UploadLocked, UploadNotFound
 
 log = logging.getLogger("tus_server.store")
 
-# Seconds of lease left under which a release first checks that the lock is still ours
-# (hosts sharing a MinIO need clocks in sync to well within this).
-RELEASE_MARGIN = 2.0
-# Seconds between a waiting request's looks at the lock object.
+# Seconds between a waiting request's looks at the lock.
 WAIT_STEP = 0.05
-# Looks at their lock objects per second that the keepers of one process take together at
-# most: with thousands of slow uploads open (the gevent worker), each keeper looks less often
-# than once a second instead of flooding MinIO (renewals, every third of the lease, still
-# notice a changed lock too).
+# LISTs of their locks per second that the keepers of one process take together at most:
+# with thousands of slow uploads open (the gevent worker), each keeper looks less often than
+# once a second instead of flooding MinIO.
 KEEPER_READS_PER_SECOND = 100.0
+# Failed MinIO requests a request's wait for the lock survives before it answers 503.
+RETRIES = 2
 
-# Leases held by this process, by holder id: a request here hands over in memory.
+# Locks held by this process, by holder id: a request here hands over in memory.
 _held: dict[str, "Lease"] = {}
 _held_guard = threading.Lock()
-# Holders of this process whose release failed (MinIO was down): their lock objects may be
-# taken over at once, since this process knows they are not writing any more.
+# Holders of this process that hold nothing any more although a generation may still name
+# them (a release or a take that failed): waiters here take over at once, and a chore writes
+# `released` above them.
 _orphaned: set[str] = set()
+# Hand-over requests seen here, by name: when first seen (see `nobody_writing`).
+_unanswered: dict[str, float] = {}
+# Seconds a live instance may leave a hand-over request unanswered (its keeper looks every few
+# seconds at most, `KEEPER_READS_PER_SECOND`) before its lock counts as free.
+UNANSWERED = 20.0
 
 
-class LockState(NamedTuple):
-    holder: Optional[str]
-    expires: float
-    release: bool  # a hand-over was asked for
-    instance: Optional[str]  # the holder's process (None: written without a heartbeat)
-
-
-def parse_lock(body: Optional[bytes]) -> LockState:
-    """What a lock object says; an unreadable one is expired."""
-    try:
-        data = json.loads(body or b"")
-        return LockState(data.get("holder"), float(data.get("expires", 0)),
-                         bool(data.get("release")), data.get("instance"))
-    except (ValueError, AttributeError, TypeError):
-        return LockState(None, 0.0, False, None)
-
-
-def nobody_writing(state: LockState, instances: Optional[Instances]) -> bool:
-    """Is the holder of this lock gone: its lease over, its release failed in this process,
-    or its instance's heartbeat silent?"""
-    return (state.expires < time.time() or state.holder in _orphaned
-            or (instances is not None and instances.is_dead(state.instance)))
+def nobody_writing(generation: Generation, instances: Optional[Instances]) -> bool:
+    """Is nobody holding the upload: released, a lease over, a holder this process retired or
+    no longer has, a holder whose instance's heartbeat went silent, or a hand-over request
+    left unanswered for `UNANSWERED` seconds (a backstop: fencing keeps such a holder, were
+    it still writing, from changing anything)?"""
+    if generation.state == "released" or generation.holder in _orphaned:
+        return True
+    if generation.instance is None:
+        return generation.expires < time.time()
+    if instances is None:
+        return False
+    if generation.instance == instances.own_id():
+        with _held_guard:
+            return generation.holder not in _held
+    if generation.state == "release":
+        seen = _unanswered.setdefault(generation.label() + generation.name(),
+                                      time.monotonic())
+        if len(_unanswered) > 10000:
+            _unanswered.clear()
+        if time.monotonic() - seen > UNANSWERED:
+            return True
+    return instances.is_dead(generation.instance)
 
 
 class Lease:
@@ -90,38 +135,51 @@ class Lease:
         self.upload_id = upload_id
         self.lease_seconds = lease_seconds
         self.holder = uuid.uuid4().hex
-        self.etag: Optional[str] = None
-        self.expires_at = 0.0
+        self.generation: Optional[Generation] = None
         self.stop_reason: Optional[str] = None
         self.on_stop: Optional[Callable[[str], None]] = None
-        self._release_mark = False
         self._guard = threading.Lock()
         self._done = threading.Event()
         self._keeper: Optional[threading.Thread] = None
 
     # ----------------------------------------------------------------- taking the lock
-    def _put_lock(self, **precondition) -> Optional[str]:
-        """Write our lock object; the expiry counts only once MinIO took it (a failed renewal
-        must not make the lease look longer than it is)."""
-        expires = time.time() + self.lease_seconds
-        body = json.dumps({"holder": self.holder, "expires": expires,
-                           "release": self._release_mark, "instance": self.instance}).encode()
-        etag = self.objects.conditional_put(self.upload_id, LOCK_NAME, body, **precondition)
-        if etag:
-            self.expires_at = expires
-        return etag
+    def _write(self, newest: Optional[Generation], state: str) -> Optional[Generation]:
+        """Write a generation of ours; an unknown outcome retires our holder id."""
+        expires = 0.0 if self.instance else time.time() + self.lease_seconds
+        try:
+            return write_generation(self.objects, self.upload_id, newest, state, self.holder,
+                                    self.instance, expires)
+        except StorageUnavailable:
+            retire(self.objects, self.upload_id, self.holder)
+            self.holder = uuid.uuid4().hex
+            raise
 
     def acquire(self, wait: float) -> "Lease":
-        """Take the lock, asking a live holder to hand over; UploadLocked after `wait` s."""
+        """Take the lock, asking a live holder to hand over; UploadLocked after `wait` s, or
+        StorageUnavailable when MinIO did not answer until then."""
         deadline = time.monotonic() + wait
         if self.instances is not None:
             self.instance = self.instances.own_id()
+        asked, failures = None, 0
         while True:
-            self.etag = self._put_lock(if_none_match=True)
-            if self.etag:
-                break
-            if self._take_over_if_dead():
-                break
+            try:
+                newest = current(self.objects, self.upload_id)
+                if newest is None or nobody_writing(newest, self.instances):
+                    self.generation = self._write(newest, "held")
+                    if self.generation is not None:
+                        if newest is not None and newest.state != "released":
+                            log.warning("took over stale lock upload_id=%s instance=%s",
+                                        self.upload_id, newest.instance)
+                        break
+                    continue  # somebody wrote that number first: look again at once
+                if newest.state == "held" and asked != newest:
+                    ask_to_release(self.objects, self.upload_id, newest)
+                    asked = newest
+            except StorageUnavailable:
+                # A stuck key costs a retry on the next number; MinIO away is a 503 soon.
+                failures += 1
+                if failures > RETRIES or time.monotonic() >= deadline:
+                    raise
             if time.monotonic() >= deadline:
                 raise UploadLocked(f"upload {self.upload_id} is busy with another request")
             time.sleep(WAIT_STEP)
@@ -132,29 +190,9 @@ class Lease:
         self._keeper.start()
         return self
 
-    def _take_over_if_dead(self) -> bool:
-        current, etag = self.objects.read_object(self.upload_id, LOCK_NAME)
-        if current is None:
-            return False  # released meanwhile: the next create takes it
-        state = parse_lock(current)
-        if nobody_writing(state, self.instances):
-            # The holder died, stalled past its lease, or was ours and could not be released:
-            # take over, unless somebody else did first (If-Match).
-            self.etag = self._put_lock(if_match=etag)
-            if self.etag:
-                _orphaned.discard(state.holder)
-                log.warning("took over stale lock upload_id=%s instance=%s", self.upload_id,
-                            state.instance)
-                return True
-            return False
-        if not state.release:
-            ask_to_release(self.objects, self.upload_id, current, etag)
-        return False
-
     # ----------------------------------------------------------------- holding it
     def request_release(self) -> None:
         """Another request in this process wants the upload (in-memory hand-over)."""
-        self._release_mark = True
         self._stop("handover")
 
     def _stop(self, reason: str) -> None:
@@ -172,74 +210,115 @@ class Lease:
         return self.stop_reason == "lost"
 
     def _keep(self) -> None:
-        """Renew every third of the lease; between renewals, poll for a hand-over request."""
-        renew_every = self.lease_seconds / 3
-        last_renewal = time.monotonic()
-        # Pauses vary by a quarter either way: keepers of leases taken together drift apart
-        # instead of all looking in the same instant.
+        """Poll for a newer generation (a hand-over request, or a takeover); renew only a
+        lock without an instance."""
         while not self._done.wait(self._poll_interval() * random.uniform(0.75, 1.25)) \
                 and not self.lost:
+            mine = self.generation
             try:
-                if time.monotonic() - last_renewal >= renew_every:
-                    etag = self._put_lock(if_match=self.etag)
-                    if etag:
-                        self.etag, last_renewal = etag, time.monotonic()
-                        continue
-                current, etag = self.objects.read_object(self.upload_id, LOCK_NAME)
-                if etag == self.etag:
+                newest = current(self.objects, self.upload_id)
+                if newest == mine:
+                    if not self.instance and \
+                            mine.expires - time.time() < self.lease_seconds * 2 / 3:
+                        # A renewal whose fate is unknown needs no retiring: it is ours too.
+                        self.generation = write_generation(
+                            self.objects, self.upload_id, newest, "held", self.holder, None,
+                            time.time() + self.lease_seconds) or mine
                     continue
-                state = parse_lock(current)
-                if state.holder == self.holder and state.release:
-                    self.etag, self._release_mark, self.expires_at = etag, True, state.expires
+                if newest is not None and newest.holder == self.holder \
+                        and newest.state == "release":
                     self._stop("handover")
-                else:
+                elif newest is None or newest.number > mine.number:
                     self._stop("lost")
             except StoreError:
-                # MinIO unreachable: writes fail on their own; once the lease is over,
-                # somebody may take the upload, so stop here too.
-                if time.time() > self.expires_at:
+                # MinIO unreachable: writes fail on their own; once a lease without an
+                # instance is over, somebody may take the upload, so stop here too.
+                if not self.instance and time.time() > mine.expires:
                     self._stop("lost")
 
     def _poll_interval(self) -> float:
-        """About a second; longer once this process holds more leases than its keepers may
-        look at each second (never past a renewal)."""
+        """About a second; longer once this process holds more locks than its keepers may
+        look at each second (never past a third of a lease that needs renewing)."""
         with _held_guard:
             held = len(_held)
         base = min(1.0, self.lease_seconds / 4)
-        return min(max(base, held / KEEPER_READS_PER_SECOND), self.lease_seconds / 3)
+        interval = max(base, held / KEEPER_READS_PER_SECOND)
+        return interval if self.instance else min(interval, self.lease_seconds / 3)
 
     def release(self, keep_object: bool = False) -> None:
+        """Let go: one `released` generation (none with `keep_object`: the upload is gone).
+        When MinIO does not take it, the holder is retired and a chore retries."""
         self._done.set()
         if self._keeper is not None:
             self._keeper.join(timeout=5)
         with _held_guard:
             _held.pop(self.holder, None)
-        if keep_object or not self.etag or self.lost:
+        if keep_object or self.generation is None or self.lost:
             return
         try:
-            if self.expires_at - time.time() > RELEASE_MARGIN:
-                # Our lease is still running, so nobody can have taken the lock over.
-                self.objects.remove_object(self.upload_id, LOCK_NAME)
-                return
-            current, _ = self.objects.read_object(self.upload_id, LOCK_NAME)
-            if current is not None and parse_lock(current).holder == self.holder:
-                self.objects.remove_object(self.upload_id, LOCK_NAME)
-        except Exception:  # the lease expires on its own; this process may take it over sooner
-            _orphaned.add(self.holder)
+            if not release_holder(self.objects, self.upload_id, self.holder,
+                                  mine=self.generation):
+                retire(self.objects, self.upload_id, self.holder)
+        except UploadNotFound:
+            pass
+        except StoreError:
+            retire(self.objects, self.upload_id, self.holder)
             log.warning("could not release lock upload_id=%s", self.upload_id)
 
 
-def ask_to_release(objects: Objects, upload_id: str, current: bytes,
-                   etag: Optional[str]) -> None:
-    """Ask the live holder of the lock `current` to hand over (in memory when it is ours)."""
+def release_holder(objects: Objects, upload_id: str, holder: str, tries: int = 3,
+                   mine: Optional[Generation] = None) -> bool:
+    """Write `released` above the newest generation if that one names `holder`; True when
+    the lock does not name it any more. `mine`: the holder's own generation, newer than
+    whatever a LIST that lags behind it shows.
+
+    The generations it superseded are deleted before it returns (one request, given up after
+    a second; then a background chore retries): a request answered after a release leaves
+    the lock as one `released` generation, and a later request that takes no lock (a 409, a
+    HEAD) finds the upload's objects as they were."""
+    bucket, prefix = objects.location(upload_id)
+    for _ in range(tries):
+        newest, listed = look(objects, upload_id, PRUNE_LIST)
+        if mine is not None and (newest is None or newest.number < mine.number):
+            newest = mine
+            listed.append((prefix + LOCK_PREFIX + mine.name(), mine.number))
+        if newest is None or newest.holder != holder or newest.state == "released":
+            return True
+        written = write_generation(objects, upload_id, newest, "released", holder,
+                                   newest.instance)
+        if written is not None:
+            stale = sorted({key for key, number in listed if number < written.number})
+            if len(listed) >= PRUNE_LIST or \
+                    not objects.remove_keys_quickly(bucket, stale, upload_id):
+                chores.submit(lambda: prune(objects, upload_id, written.number), attempts=5)
+            return True
+    return False
+
+
+def retire(objects: Objects, upload_id: str, holder: str) -> None:
+    """`holder` holds nothing any more: waiters here may take over at once, and a chore makes
+    sure no generation that names it stays the newest (for other processes)."""
+    _orphaned.add(holder)
+
+    def chore() -> bool:
+        try:
+            return release_holder(objects, upload_id, holder, tries=1)
+        except UploadNotFound:
+            return True
+
+    chores.submit(chore, attempts=60)
+
+
+def ask_to_release(objects: Objects, upload_id: str, held: Generation) -> None:
+    """Ask the live holder of `held` to hand over (in memory when it is ours)."""
     with _held_guard:
-        local = _held.get(parse_lock(current).holder or "")
+        local = _held.get(held.holder)
     if local is not None:
         local.request_release()
         return
-    mark = json.dumps(dict(json.loads(current), release=True)).encode()
-    # If-Match: never overwrite a renewal or a newer holder; the waiter looks again anyway.
-    objects.conditional_put(upload_id, LOCK_NAME, mark, if_match=etag)
+    # A 412 (a newer generation meanwhile) needs nothing: the waiter looks again anyway.
+    write_generation(objects, upload_id, held, "release", held.holder, held.instance,
+                     held.expires, skip=False)
 
 
 def settle(objects: Objects, upload_id: str, wait: float,
@@ -249,17 +328,19 @@ def settle(objects: Objects, upload_id: str, wait: float,
     A HEAD uses this so it reports what a running PATCH stored, not an offset from before it.
     """
     deadline = time.monotonic() + wait
-    asked = False
+    asked, failures = False, 0
     while True:
-        current, etag = objects.read_object(upload_id, LOCK_NAME)
-        if current is None:
-            return
-        state = parse_lock(current)
-        if nobody_writing(state, instances):
-            return
-        if not state.release and not asked:
-            ask_to_release(objects, upload_id, current, etag)
-            asked = True
+        try:
+            newest = current(objects, upload_id)
+            if newest is None or nobody_writing(newest, instances):
+                return
+            if newest.state == "held" and not asked:
+                ask_to_release(objects, upload_id, newest)
+                asked = True
+        except StorageUnavailable:
+            failures += 1
+            if failures > RETRIES or time.monotonic() >= deadline:
+                raise
         if time.monotonic() >= deadline:
             raise UploadLocked(f"upload {upload_id} is busy with another request")
         time.sleep(WAIT_STEP)

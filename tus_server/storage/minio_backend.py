@@ -8,9 +8,10 @@ Per upload (see `storage/layout.py` for where each object lives):
 * `<filename>.part<X>of<Y>` are the chunk objects and `.tus/pieces/` the bytes of the chunk
   not yet full, each carrying its CRC32C (`storage/writer.py` and `storage/parts.py` write
   them, `storage/reader.py` reads and verifies them).
-* `.tus/lock` is a lease with hand-over (`storage/lease.py`); every write is additionally
-  fenced by S3 preconditions, so a stalled writer can never overwrite a later one's bytes.
-* Termination writes a tombstone generation, then removes every object of the upload and, in
+* `.tus/lock/` holds the lock's write-once generations, with hand-over (`storage/lease.py`);
+  every write is additionally fenced by S3 preconditions, so a stalled writer can never
+  overwrite a later one's bytes.
+* Termination writes a tombstone generation, then removes every object of the upload (lock generations included) and, in
   the bucket layout, the bucket (the prefix layout keeps the tombstone, so that a writer that
   stalled past its lease cannot bring the upload back).
 """
@@ -35,7 +36,7 @@ from .generations import Generations
 from .layout import (  # noqa: F401  (names tests and tools import from here)
     INDEX_PREFIX,
     INFO_NAME,
-    LOCK_NAME,
+    LOCK_PREFIX,
     chunk_count,
     chunk_key,
     generation_key,
@@ -253,12 +254,12 @@ class MinioStore:
                 for attempt in range(3):
                     names = [name for name in self.objects.list_names(upload_id)
                              if name != tombstone]
-                    if not self.objects.remove_names(upload_id, names):
+                    if not self.objects.remove_names(upload_id, names, patient=True):
                         raise StorageUnavailable(f"could not remove the objects of {upload_id}")
                     if self.settings.layout == "prefix":
                         self.client.remove_object(bucket, index_marker(info))
                         break
-                    self.objects.remove_names(upload_id, [tombstone])
+                    self.objects.remove_names(upload_id, [tombstone], patient=True)
                     try:
                         self.client.remove_bucket(bucket)
                         break

@@ -41,6 +41,9 @@ NOT_FOUND_CODES = {"NoSuchBucket", "NoSuchKey", "NoSuchUpload", "ResourceNotFoun
 # SHA-256 in user metadata (chunks written by earlier versions; still read and verified).
 CRC32C_HEADER = "x-amz-checksum-crc32c"
 SHA256_META = "x-amz-meta-sha256"
+# Timeouts of lock and heartbeat requests: an answer later than this says nothing useful.
+QUICK = urllib3.Timeout(connect=2.0, read=3.0)
+TIDY = urllib3.Timeout(connect=1.0, read=1.0)
 # The query-string signature of a presigned URL, replaced by a header signature (`_signed_put`).
 PRESIGN_PARAMS = {"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
                   "X-Amz-SignedHeaders", "X-Amz-Signature", "X-Amz-Security-Token"}
@@ -88,28 +91,39 @@ class Objects:
         self.settings = settings
         self.http = CountingPool(
             # Under gevent a worker has many more requests in flight: a larger pool keeps
-            # bursts (every open upload's lease renewal) from opening and discarding connections.
+            # bursts (every open upload's lock poll) from opening and discarding connections.
             maxsize=256 if cooperative.active() else 64,
-            timeout=urllib3.Timeout(connect=3.0, read=120.0),
+            # Bounded: a key whose last write a dead MinIO node was coordinating stays locked
+            # inside MinIO for a minute or two; a request on it must end as a 503 (the client
+            # retries) rather than hang that long. A read that timed out is not retried here.
+            timeout=urllib3.Timeout(connect=3.0, read=settings.minio_timeout),
             # Not MinIO's `Retry-After`: it says 60 on every 503, and a request would sleep
             # a minute inside the pool (the client hears 503 and retries sooner on its own).
-            retries=urllib3.Retry(total=2, backoff_factor=0.2,
+            retries=urllib3.Retry(total=2, read=0, backoff_factor=0.2,
                                   status_forcelist=[500, 502, 503, 504],
                                   respect_retry_after_header=False),
         )
-        self.client = client or Minio(
-            settings.minio_endpoint,
-            access_key=settings.minio_access_key,
-            secret_key=settings.minio_secret_key,
-            secure=settings.minio_secure,
-            region=settings.minio_region,
-            http_client=self.http,
-        )
+        self.client = client or self._client(self.http)
+        # Lock generations and heartbeats: a few seconds, no retry (the caller moves on to a
+        # new key or asks again); a separate pool, so they never queue behind chunk traffic.
+        self.quick_http = CountingPool(maxsize=64, timeout=QUICK, retries=False)
+        self.quick = self._client(self.quick_http) if client is None else client
+        # Deletes on the request path (a release's superseded lock generations): a second at
+        # most, then they are left to a background chore.
+        self.tidy_http = CountingPool(maxsize=16, timeout=TIDY, retries=False)
+        self.tidy = self._client(self.tidy_http) if client is None else client
         self._credentials = Credentials(settings.minio_access_key, settings.minio_secret_key)
-        if client is None and settings.minio_addressing_style == "path":
-            self.client.disable_virtual_style_endpoint()
-        elif client is None and settings.minio_addressing_style == "virtual":
-            self.client.enable_virtual_style_endpoint()
+
+    def _client(self, pool: urllib3.PoolManager) -> Minio:
+        client = Minio(self.settings.minio_endpoint, access_key=self.settings.minio_access_key,
+                       secret_key=self.settings.minio_secret_key,
+                       secure=self.settings.minio_secure, region=self.settings.minio_region,
+                       http_client=pool)
+        if self.settings.minio_addressing_style == "path":
+            client.disable_virtual_style_endpoint()
+        elif self.settings.minio_addressing_style == "virtual":
+            client.enable_virtual_style_endpoint()
+        return client
 
     def location(self, upload_id: str) -> tuple[str, str]:
         return location(self.settings, upload_id)
@@ -128,16 +142,17 @@ class Objects:
 
     def put_if(self, upload_id: str, key: str, body, headers: dict,
                if_match: Optional[str] = None, if_none_match: bool = False,
-               query: Optional[dict] = None) -> Optional[str]:
-        """`put_in_bucket` for an object of an upload; UploadNotFound once its bucket is gone."""
+               query: Optional[dict] = None, quick: bool = False) -> Optional[str]:
+        """`put_in_bucket` for an object of an upload; UploadNotFound once its bucket is gone.
+        `quick`: with the short timeout of `QUICK`."""
         response = self._put(self.location(upload_id)[0], key, body, headers, if_match,
-                             if_none_match, query, upload_id)
+                             if_none_match, query, upload_id, quick)
         if response.status == 404 and b"NoSuchKey" not in response.data:
             raise UploadNotFound(upload_id)  # the bucket is gone: the upload was terminated
         return self._etag_or_none(response, key, upload_id)
 
     def _put(self, bucket: str, key: str, body, headers: dict, if_match: Optional[str],
-             if_none_match: bool, query: Optional[dict], context: str):
+             if_none_match: bool, query: Optional[dict], context: str, quick: bool = False):
         headers = dict(headers)
         if if_none_match:
             headers["If-None-Match"] = "*"
@@ -145,7 +160,8 @@ class Objects:
             headers["If-Match"] = f'"{if_match}"'
         with storage_errors(context):
             url = self._signed_put(bucket, key, headers, query)
-            return self.http.request("PUT", url, body=body, headers=headers, retries=False)
+            pool = self.quick_http if quick else self.http
+            return pool.request("PUT", url, body=body, headers=headers, retries=False)
 
     def _signed_put(self, bucket: str, key: str, headers: dict, query: Optional[dict]) -> str:
         """Sign a PUT in its headers (added to `headers`); its URL.
@@ -205,6 +221,57 @@ class Objects:
         except UploadNotFound:
             return None, None
 
+    def list_quickly(self, bucket: str, prefix: str, limit: int, context: str = "") -> list[str]:
+        """The first `limit` object names under `prefix` (S3 lists in name order), asked with
+        the short timeout of lock and heartbeat requests."""
+        names: list[str] = []
+        with storage_errors(context):
+            for obj in self.quick.list_objects(bucket, prefix=prefix):
+                names.append(obj.object_name)
+                if len(names) >= limit:
+                    break
+        return names
+
+    def list_meta_quickly(self, bucket: str, prefix: str, limit: int, meta: str,
+                          context: str = "") -> list[tuple[str, Optional[str]]]:
+        """The first `limit` (name, value of user metadata `x-amz-meta-<meta>`) under
+        `prefix`, with the short timeout. MinIO lists user metadata (its `metadata=true`
+        extension of ListObjectsV2); a server that does not leaves the value None, and
+        `meta_quickly` asks for it."""
+        wanted = {f"x-amz-meta-{meta}", meta}
+        found: list[tuple[str, Optional[str]]] = []
+        with storage_errors(context):
+            for obj in self.quick.list_objects(bucket, prefix=prefix, include_user_meta=True):
+                value = next((v for k, v in (obj.metadata or {}).items()
+                              if k.lower() in wanted), None)
+                found.append((obj.object_name, value))
+                if len(found) >= limit:
+                    break
+        return found
+
+    def meta_quickly(self, bucket: str, key: str, meta: str, context: str = "") -> Optional[str]:
+        """User metadata `x-amz-meta-<meta>` of one object (a HEAD, short timeout); raises
+        UploadNotFound when the object is gone."""
+        with storage_errors(context):
+            return self.quick.stat_object(bucket, key).metadata.get(f"x-amz-meta-{meta}")
+
+    def remove_keys_quickly(self, bucket: str, keys: list[str], context: str = "") -> bool:
+        """Delete objects in one request, given up after a second (`TIDY`); False when some
+        were not deleted (the caller leaves them to a background chore)."""
+        if not keys:
+            return True
+        try:
+            with storage_errors(context):
+                errors = list(self.tidy.remove_objects(bucket, [DeleteObject(k) for k in keys]))
+        except (UploadNotFound, StorageUnavailable):
+            return False
+        return not errors
+
+    def remove_quickly(self, bucket: str, key: str) -> None:
+        """Delete one object with the short timeout (background tidying)."""
+        with storage_errors(bucket):
+            self.quick.remove_object(bucket, key)
+
     def object_etag(self, upload_id: str, key: str) -> Optional[str]:
         bucket = self.location(upload_id)[0]
         try:
@@ -234,15 +301,19 @@ class Objects:
                     break
         return names
 
-    def remove_names(self, upload_id: str, names: list[str]) -> bool:
+    def remove_names(self, upload_id: str, names: list[str], patient: bool = False) -> bool:
         """Delete objects of an upload in one request (per 1000); best effort: False when
-        some could not be deleted (they are garbage that termination removes later)."""
+        some could not be deleted (they are garbage that termination removes later).
+
+        With the short timeout unless `patient` (termination): a tidying delete on the request
+        path that meets a key stuck inside MinIO gives up in seconds, not `TUS_MINIO_TIMEOUT`."""
         if not names:
             return True
         bucket, prefix = self.location(upload_id)
+        client = self.client if patient else self.quick
         try:
             with storage_errors(upload_id):
-                errors = list(self.client.remove_objects(
+                errors = list(client.remove_objects(
                     bucket, [DeleteObject(prefix + name) for name in names]))
         except (UploadNotFound, StorageUnavailable):
             return False

@@ -1,0 +1,61 @@
+"""A key stuck inside MinIO stalls nothing: not an upload, not a live instance's heartbeat.
+
+On a distributed MinIO, a key whose write a SIGKILLed node was coordinating stays locked
+inside MinIO until its stale-lock cleanup (1-2 minutes): every later request on that key
+hangs. A loopback proxy in front of MinIO plays that part here: it never answers a request for
+two keys, the upload lock's second generation (the first PATCH's release) and every instance's
+third heartbeat. Locks and heartbeats are write-once (`storage/lease.py`,
+`storage/instances.py`), so the server gives up on each stuck key after a few seconds and
+goes on with the next number.
+"""
+from __future__ import annotations
+
+import os
+import time
+from urllib.parse import unquote
+
+import requests
+
+from tus_server.storage.instances import Instances
+from tus_server.storage.lease import TOP
+from tus_server.storage.lease import current as current_lock
+
+from .header_proxy import HeaderStrippingProxy
+from .helpers import MIB, create_url, head, metadata, patch, sha256, upload_id
+
+PIECE = 256 * 1024
+STUCK_LOCK = f"/.tus/lock/{TOP - 2:012d}"
+STUCK_BEAT = f"/{TOP - 3:012d}"
+
+
+def stuck(path: str) -> bool:
+    key = unquote(path.split("?", 1)[0])
+    return key.endswith(STUCK_LOCK) or ("/instances/" in key and key.endswith(STUCK_BEAT))
+
+
+def test_an_upload_goes_on_and_its_instance_stays_alive_past_stuck_keys(minio, gunicorn_server,
+                                                                        store, settings):
+    proxy = HeaderStrippingProxy(minio.endpoint, stall=stuck)
+    try:
+        app = gunicorn_server(chunk_size=1 * MIB, minio_endpoint=proxy.endpoint)
+        data = os.urandom(8 * PIECE)
+        url = create_url(app.url, len(data), metadata(filename="stuck.bin"))
+        uid = upload_id(url)
+        instances = Instances(store.objects, settings)
+        statuses, ages, instance = [], [], None
+        for offset in range(0, len(data), PIECE):
+            statuses.append(patch(url, offset, data[offset:offset + PIECE]).status_code)
+            instance = instance or current_lock(store.objects, uid).instance
+            ages.append(instances.age(instance))
+            time.sleep(0.5)
+        assert statuses == [204] * len(statuses), statuses
+        assert any(STUCK_LOCK in line for line in proxy.stalled), proxy.stalled
+        assert any(STUCK_BEAT in line.split("?")[0] for line in proxy.stalled), proxy.stalled
+        # Never dead by its heartbeat (the verdict that hands its uploads to another instance).
+        assert all(age is not None and age < settings.heartbeat_timeout for age in ages), ages
+        assert head(url).headers["Upload-Offset"] == str(len(data))
+        assert sha256(requests.get(url).content) == sha256(data)
+        # The stuck generation was skipped: the lock is released above it.
+        assert current_lock(store.objects, uid).state == "released"
+    finally:
+        proxy.close()
