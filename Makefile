@@ -95,7 +95,7 @@ nginx:
 TUS_REQUIRE_BROWSER ?= 1
 export TUS_REQUIRE_BROWSER
 
-test: setup chromium $(WEED_BIN)
+test: setup chromium nginx $(WEED_BIN)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 chromium:

@@ -21,7 +21,7 @@ from werkzeug.http import parse_etags, parse_if_range_header
 
 from .. import errors
 from ..access import auth
-from ..storage.store import StoredDataCorrupt, StoreError, UploadInfo
+from ..storage.store import StorageUnavailable, StoredDataCorrupt, StoreError, UploadInfo
 from .context import load_upload
 from .headers import content_type_of, metadata_text, repr_digest, safe_filename
 
@@ -62,6 +62,10 @@ def download_response(info: UploadInfo) -> Response:
     upload_id = info.id
     if info.concat == "partial":
         raise errors.Forbidden("a partial upload is not a file; download its final upload")
+    if not info.completed and (info.version or 0) < (info.seen or 0):
+        # The newest state could not be read (a node rejoining) and an older one says
+        # unfinished: that is a degraded store, not an answer about the file.
+        raise StorageUnavailable(f"the newest state of upload {upload_id} cannot be read")
     if not info.completed:
         raise errors.Conflict(
             f"upload {upload_id} is not finished: {info.offset} of "

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 from typing import Optional
 
@@ -44,6 +45,8 @@ READ_TRIES = 2
 SKIPS = 3
 # Generations are pruned when a request's commits cross a multiple of this.
 PRUNE_EVERY = 4
+# Seconds between the tries of a newest generation that was listed but not readable.
+NEWEST_RETRY_DELAYS = (0.3, 0.7)
 # Generations a process keeps in memory (each a small JSON document, O(1) in the file size).
 KNOWN = 4096
 
@@ -76,6 +79,7 @@ class Generations:
     def __init__(self, objects: Objects, known: Optional[KnownGenerations] = None):
         self.objects = objects
         self.known = known if known is not None else KnownGenerations()
+        self.torn = KnownGenerations(KNOWN // 4)  # newest generations judged unreadable
 
     # ----------------------------------------------------------------- reading
     def listed(self, upload_id: str, limit: int = READ_TRIES) -> list[int]:
@@ -101,6 +105,8 @@ class Generations:
         numbers = self.listed(upload_id)
         for number in numbers:
             info = self._get(upload_id, generation_key(number), number)
+            if info is None and number == numbers[0]:
+                info = self._get_newest_again(upload_id, number)
             if info is not None:
                 info.version, info.seen = number, numbers[0]
                 return info
@@ -122,6 +128,21 @@ class Generations:
             return None
         log.warning("objects but no readable state upload_id=%s", upload_id)
         raise StorageUnavailable(f"the state of upload {upload_id} cannot be read")
+
+    def _get_newest_again(self, upload_id: str, number: int) -> Optional[UploadInfo]:
+        """The newest generation was listed but not readable: a torn write (never readable,
+        never acknowledged) or, right after a MinIO node rejoined, one that will be readable
+        in a moment. Try again after `NEWEST_RETRY_DELAYS`, once per generation and process:
+        one judged torn is read past at once from then on."""
+        if self.torn.get(upload_id, number) is not None:
+            return None
+        for delay in NEWEST_RETRY_DELAYS:
+            time.sleep(delay)
+            info = self._get(upload_id, generation_key(number), number)
+            if info is not None:
+                return info
+        self.torn.put(upload_id, number, b"")
+        return None
 
     def readable(self, upload_id: str, number: int) -> bool:
         return self._get(upload_id, generation_key(number)) is not None
