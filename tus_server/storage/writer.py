@@ -43,6 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, Optional
 
 from ..config import Settings
+from ..cooperative import offload
 from .generations import Generations
 from .commits import Commits
 from .layout import chunk_count
@@ -65,6 +66,8 @@ log = logging.getLogger("tus_server.store")
 
 # Pieces a chunk holds before new ones are merged with the last ones.
 FREE_PIECES = 4
+# Bytes hashed in a thread of their own (under gevent) rather than in place.
+OFFLOAD_MIN = 1 << 20
 
 
 class ChunkWriter:
@@ -272,6 +275,7 @@ class ChunkWriter:
             putter.start()
         try:
             fill = head_len
+            hashed = fill  # bytes of `buf` already in the running hash
             while self.error is None:
                 want = self.size - fill
                 if room is not None:
@@ -281,12 +285,9 @@ class ChunkWriter:
                     break
                 view = memoryview(buf)[fill:fill + want]
                 n = _read_into(stream, view)
-                if n:
+                if n and self.verifier is not None:
                     piece = view[:n]
-                    if self.hasher is not None:
-                        self.hasher.update(piece)
-                    if self.verifier is not None:
-                        self.verifier.update(piece)
+                    self.verifier.update(piece)
                     piece.release()
                 view.release()
                 if n == 0:
@@ -294,13 +295,15 @@ class ChunkWriter:
                 fill += n
                 received += n
                 if fill == self.size:
+                    self._hash(buf, hashed, fill)
                     self._hand_over_chunk(buf, index, fill, start + received,
                                           head if index == first else [])
                     index += 1
-                    fill = 0
+                    fill = hashed = 0
                     buf = self._take_buffer()
             stored = head_len if index == first else 0
             if fill > stored and self.error is None:
+                self._hash(buf, hashed, fill)
                 end = start + received
                 existing = head if index == first else []
                 if end == info.length:  # the last chunk, short: put it whole
@@ -326,6 +329,21 @@ class ChunkWriter:
         except BaseException:
             self.commits.drop_uncommitted(self.info.id)
             raise
+
+    def _hash(self, buf, lo: int, hi: int) -> None:
+        """Bytes [lo, hi) of a buffer into the running hash, before the buffer is handed over:
+        once per chunk, not per read, and off the event loop under gevent (`offload`), so the
+        worker's other connections go on while a chunk is hashed on another core."""
+        if self.hasher is None or hi <= lo:
+            return
+        view = memoryview(buf)[lo:hi]
+        try:
+            if hi - lo >= OFFLOAD_MIN:
+                offload(self.hasher.update, view)
+            else:
+                self.hasher.update(view)
+        finally:
+            view.release()
 
     def _hand_over_chunk(self, buf, index: int, fill: int, end: int, head: list) -> None:
         """A complete chunk (or the short last one): the stored pieces of it are read in, and
