@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import BinaryIO, Iterator, Optional, Protocol
 
 UPLOAD_ID_RE = re.compile(r"tus-[0-9a-f]{32}")
@@ -68,14 +68,25 @@ class UploadInfo:
     seen: int = field(default=0, compare=False, repr=False)
 
     def to_dict(self) -> dict:
-        data = asdict(self)
-        del data["version"], data["seen"]
+        """The stored fields (not `version`, `seen`), lists and dicts copied one level deep, as
+        `asdict` would (its recursive deep copy was a few percent of a creation's CPU)."""
+        data = {}
+        for name in _STORED:
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                value = dict(value)
+            elif isinstance(value, list):
+                value = [list(item) if isinstance(item, list) else item for item in value]
+            data[name] = value
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "UploadInfo":
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+_STORED = tuple(f.name for f in fields(UploadInfo) if f.name not in ("version", "seen"))
 
 
 @dataclass
