@@ -13,7 +13,7 @@ row's 2,000 trickling PATCHes and 1,000 half-sent headers) and the creation-rate
 user + system CPU time of the server's processes (tus-minio: gunicorn master + workers; tusd:
 its process) over the row, per GiB moved; MinIO's own CPU is in the notes. `--profile` runs
 py-spy against the app during an extra one-PATCH upload and download and writes "top"
-summaries to bench-results/.
+summaries to bench-results/ (also during extra 32-concurrent and creation passes).
 """
 from __future__ import annotations
 
