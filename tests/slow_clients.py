@@ -178,10 +178,14 @@ class SlowLoad:
         """Each trickled upload's (bytes sent, Upload-Offset the server reports)."""
         def head(trickle: Trickle) -> tuple[str, tuple[int, Optional[str]]]:
             deadline = time.monotonic() + 60
-            while True:  # 503 (every connection busy) and 423 (still storing) are retried
+            while True:  # 503 (every connection busy) and 423 (still storing) are retried,
+                # and so is an offset short of what was sent for a while: the PATCH of a
+                # connection just closed may still be on its way to storing its bytes.
                 r = requests.head(self.origin + trickle.path, headers=TUS, timeout=60)
-                if r.status_code not in (423, 503) or time.monotonic() > deadline:
-                    return trickle.path, (trickle.sent, r.headers.get("Upload-Offset"))
+                offset = r.headers.get("Upload-Offset")
+                settled = r.status_code not in (423, 503) and offset == str(trickle.sent)
+                if settled or time.monotonic() > deadline:
+                    return trickle.path, (trickle.sent, offset)
                 time.sleep(0.2)
 
         with ThreadPoolExecutor(workers) as pool:

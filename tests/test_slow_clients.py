@@ -44,6 +44,10 @@ def test_fresh_clients_are_served_beside_300_trickles_and_300_half_headers(gunic
         assert not [t for t in load.trickles if t.cut], "a trickling PATCH was cut off"
         # The half-sent headers are closed once their deadline is past; trickles go on.
         load.hold(max(0.0, opened + HEADER_TIMEOUT + 5.0 - time.monotonic()))
+        # A loaded machine may run the worker's sweep late: a little more, never forever.
+        late = time.monotonic() + 20.0
+        while load.halves_open() and time.monotonic() < late:
+            load.hold(0.5)
         assert load.halves_open() == 0
         assert not [t for t in load.trickles if t.cut]
         assert min(t.sent for t in load.trickles) > load.first
