@@ -4,7 +4,7 @@ plain blocking process (no gevent, no HTTP server: the data path only):
 
 * `copy`: recv 1 MiB pieces into fresh `bytes`, CRC32C each, send them after the chunk is
   verified (what `storage/reader.py` does, with the worker's malloc settings,
-  `ops/memory.py`);
+  `storage/heap.py`);
 * `copy_into`: recv into one reused buffer, CRC32C, send the buffer;
 * `splice_plain`: socket -> pipe -> socket, no check at all (the zero-copy bound);
 * `splice_checked`: socket -> pipe, `tee` to a second pipe that is read for the CRC32C, the
@@ -33,7 +33,7 @@ import crc32c
 from minio import Minio
 
 from tests.minio_process import ACCESS_KEY, SECRET_KEY, MinioProcess
-from tus_server.ops.memory import keep_freed_memory
+from tus_server.storage.heap import keep_freed_memory
 
 CHUNK, OBJECTS, PIECE = 5 << 20, 40, 1 << 20
 HOLD = 512 << 10  # bytes put in each holding pipe (a 1 MiB pipe has 256 page slots)

@@ -1,4 +1,4 @@
-"""Download pieces reuse freed heap in a worker (tus_server/ops/memory.py): 1 MiB `bytes` made
+"""Download pieces reuse freed heap in a worker (tus_server/storage/heap.py): 1 MiB `bytes` made
 and dropped over and over fault in no fresh pages once the thresholds are set."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import resource
 
 import pytest
 
-from tus_server.ops.memory import keep_freed_memory
+from tus_server.storage.heap import give_back_freed_memory, keep_freed_memory
 
 PIECE = 1024 * 1024
 
@@ -30,3 +30,18 @@ def test_freed_pieces_are_reused_not_faulted_in_again():
     pages_per_round = 16 * PIECE // resource.getpagesize()
     # Given back and faulted in again, each round would cost all its pages (4,096 here).
     assert pieces_churned() < pages_per_round
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_the_kept_heap_is_given_back_when_downloads_end():
+    assert keep_freed_memory() is True
+    pieces = [bytes([7]) * PIECE for _ in range(24)]
+    del pieces  # 24 MiB free in the heap, below the trim threshold: kept
+    kept = resident_bytes()
+    give_back_freed_memory()
+    assert resident_bytes() <= kept - 16 * PIECE

@@ -56,8 +56,8 @@ from prometheus_client import multiprocess  # noqa: E402
 
 
 def post_worker_init(worker):
-    from tus_server.ops.memory import keep_freed_memory
     from tus_server.ops.shutdown import install
+    from tus_server.storage.heap import keep_freed_memory
 
     install(worker)
     keep_freed_memory()  # downloads' pieces reuse freed heap instead of fresh pages

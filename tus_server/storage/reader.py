@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, Optional
@@ -26,6 +27,7 @@ import crc32c
 import urllib3
 from minio.error import MinioException, S3Error
 
+from .heap import give_back_freed_memory
 from .layout import chunk_count, chunk_key
 from .objects import CRC32C_HEADER, SHA256_META, Objects, crc32c_b64_of
 from .store import StorageUnavailable, StoredDataCorrupt, UploadInfo
@@ -40,12 +42,17 @@ READ_AHEAD = 2
 READ_ATTEMPTS = 5
 RETRY_PAUSE = 0.2
 PIECE = 1024 * 1024
+# A download that read at least this much gives the freed heap back when it is the last one
+# running (`heap.py`); smaller ones leave it (a trim per small file would cost more).
+GIVE_BACK_AFTER = 8 * 1024 * 1024
 
 
 class ChunkReader:
     def __init__(self, objects: Objects, read_info: Callable[[str], UploadInfo]):
         self.objects = objects
         self.read_info = read_info
+        self._running = 0  # chunk streams open in this process
+        self._running_guard = threading.Lock()
 
     def open(self, info: UploadInfo, start: int, end: int) -> Iterator[bytes]:
         """Bytes [start, end) of a finished upload."""
@@ -75,6 +82,8 @@ class ChunkReader:
             plan.append((index, lo, hi))
         pool = ThreadPoolExecutor(max_workers=READ_AHEAD, thread_name_prefix="tus-prefetch")
         pending: collections.deque = collections.deque()
+        with self._running_guard:
+            self._running += 1
         try:
             for step in plan:
                 pending.append(pool.submit(self._read_chunk, info, *step))
@@ -86,6 +95,11 @@ class ChunkReader:
             for future in pending:
                 future.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
+            with self._running_guard:
+                self._running -= 1
+                last = self._running == 0
+            if last and end - start >= GIVE_BACK_AFTER:
+                give_back_freed_memory()
 
     def _read_chunk(self, info: UploadInfo, index: int, lo: int,
                     hi: int) -> collections.deque:
