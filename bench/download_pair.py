@@ -42,7 +42,8 @@ def counters(pid: int) -> tuple[float, float, int, int]:
         try:
             times = process.cpu_times()
             user, system = user + times.user, system + times.system
-            faults += int(Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+            stat = Path(f"/proc/{process.pid}/stat").read_text()
+            faults += int(stat.rsplit(")", 1)[1].split()[7])  # minflt
             ctx = process.num_ctx_switches()
             switches += ctx.voluntary + ctx.involuntary
         except (psutil.NoSuchProcess, FileNotFoundError):
@@ -86,7 +87,8 @@ def main() -> None:
                 before, started = counters(running[label].pid), time.perf_counter()
                 assert fetch(url) == size, label
                 wall, after = time.perf_counter() - started, counters(running[label].pid)
-                results[label].append((size / wall / 1e6, *((a - b) / gib for a, b in zip(after, before))))
+                per_gib = [(a - b) / gib for a, b in zip(after, before)]
+                results[label].append((size / wall / 1e6, *per_gib))
             started = time.perf_counter()
             response = client.get_object("direct", "pair.bin")
             got = sum(len(piece) for piece in response.stream(MIB))
@@ -104,7 +106,8 @@ def main() -> None:
             line = f"{label:8s} {median(0):6.0f} MB/s  {vs_tusd:.2f}x tusd  {vs_direct:.2f}x direct"
             if label != "direct":
                 line += (f"  CPU s/GiB user {median(1):.2f} + system {median(2):.2f}"
-                         f"  minor faults/GiB {median(3):.0f}  context switches/GiB {median(4):.0f}")
+                         f"  minor faults/GiB {median(3):.0f}"
+                         f"  context switches/GiB {median(4):.0f}")
             print(line, flush=True)
     finally:
         for server in running.values():

@@ -71,7 +71,8 @@ def main() -> None:
 
         def request(i: int) -> None:
             url = urls[i]
-            conn.sendall(f"GET {url.path}?{url.query} HTTP/1.1\r\nHost: {url.netloc}\r\n\r\n".encode())
+            conn.sendall(f"GET {url.path}?{url.query} HTTP/1.1\r\n"
+                         f"Host: {url.netloc}\r\n\r\n".encode())
             head = b""
             while b"\r\n\r\n" not in head:  # peek, then take exactly the header bytes
                 head = conn.recv(65536, socket.MSG_PEEK)
@@ -151,7 +152,8 @@ def main() -> None:
                 for i in range(OBJECTS):
                     way(i)
                 after, wall = os.times(), time.perf_counter() - started
-                user, system = (after.user - before.user) / gib, (after.system - before.system) / gib
+                user = (after.user - before.user) / gib
+                system = (after.system - before.system) / gib
                 print(f"{way.__name__:15s} CPU s/GiB: user {user:.2f} + system {system:.2f} = "
                       f"{user + system:.2f}; {OBJECTS * CHUNK / wall / 1e6:.0f} MB/s", flush=True)
     finally:
