@@ -5,9 +5,10 @@ locks, queues, sleeps and sockets (minio's and urllib3's included) become greenl
 cooperative waits, and the store's code runs unchanged. Two things cannot be patched away:
 * a socket wait that something else must be able to end early (a PATCH body asked to stop):
   `ReadWaiter` waits on an event-loop watcher that `wake()` can cancel, instead of polling;
-* a long CPU-bound call holds every connection of the worker: `offload` runs one (hashing a
-  whole chunk) in gevent's pool of real threads, which C code that releases the GIL (hashlib)
-  makes truly parallel. Short pieces (a read of up to 1 MiB) are hashed in place.
+* a long CPU-bound call holds every connection of the worker: `offload` runs one (the
+  background digest pass's hashing) in gevent's pool of real threads, which C code that
+  releases the GIL (hashlib) makes truly parallel. Short pieces (a read of up to 1 MiB: a
+  download's CRC32C, piece by piece) are hashed in place.
 Without gevent (the threaded worker, Werkzeug's server, the CLI) both fall back to the plain
 calls. Only the standard library is imported here, gevent lazily: every layer may use this.
 """

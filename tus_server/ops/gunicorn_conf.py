@@ -57,8 +57,10 @@ from prometheus_client import multiprocess  # noqa: E402
 
 def post_worker_init(worker):
     from tus_server.ops.shutdown import install
+    from tus_server.storage.heap import keep_freed_memory
 
     install(worker)
+    keep_freed_memory()  # downloads' pieces reuse freed heap instead of fresh pages
 
 
 def worker_exit(server, worker):

@@ -362,7 +362,7 @@ class MinioStore:
             return
         hasher = hashlib.sha256()
         for piece in self.open(upload_id, 0, info.length or 0, info):
-            offload(hasher.update, piece)  # a whole chunk: off the event loop under gevent
+            offload(hasher.update, piece)  # in gevent's threads: the pass may hash GiBs
         with self.locked(upload_id, wait=30.0):
             info = self._read_info(upload_id)
             if info.sha256:  # another process's pass got there first

@@ -51,7 +51,12 @@ PRESIGN_PARAMS = {"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Ex
 
 def crc32c_b64(data) -> str:
     """The CRC32C of `data` as S3 spells it: base64 of the 4 big-endian bytes."""
-    return base64.b64encode(crc32c.crc32c(data).to_bytes(4, "big")).decode()
+    return crc32c_b64_of(crc32c.crc32c(data))
+
+
+def crc32c_b64_of(value: int) -> str:
+    """A CRC32C value (as `crc32c.crc32c` returns it) as S3 spells it."""
+    return base64.b64encode(value.to_bytes(4, "big")).decode()
 
 
 @contextmanager

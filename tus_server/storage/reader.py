@@ -7,22 +7,29 @@ A chunk read whole is checked against its digest; a chunk read in part (the edge
 is checked for size only. A final (concatenated) upload yields its partials' bytes in order.
 The reader keeps `READ_AHEAD` chunk reads in flight while the current one is being sent. A
 chunk read that fails is tried again before the download is cut (`_read_chunk`).
+
+Copies: each piece (`PIECE`, 1 MiB) comes off MinIO's socket straight into a fresh `bytes`
+(the one copy out of the kernel), its CRC32C is added while it is still in the CPU's cache,
+and the verified chunk is yielded as those pieces: never joined. (WSGI servers take `bytes`
+only, so reading into a reused buffer would cost a copy into a new `bytes` per piece.)
 """
 from __future__ import annotations
 
 import collections
 import hashlib
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
+import crc32c
 import urllib3
 from minio.error import MinioException, S3Error
 
-from ..cooperative import offload
+from .heap import give_back_freed_memory
 from .layout import chunk_count, chunk_key
-from .objects import CRC32C_HEADER, SHA256_META, Objects, crc32c_b64
+from .objects import CRC32C_HEADER, SHA256_META, Objects, crc32c_b64_of
 from .store import StorageUnavailable, StoredDataCorrupt, UploadInfo
 
 log = logging.getLogger("tus_server.store")
@@ -35,12 +42,17 @@ READ_AHEAD = 2
 READ_ATTEMPTS = 5
 RETRY_PAUSE = 0.2
 PIECE = 1024 * 1024
+# A download that read at least this much gives the freed heap back when it is the last one
+# running (`heap.py`); smaller ones leave it (a trim per small file would cost more).
+GIVE_BACK_AFTER = 8 * 1024 * 1024
 
 
 class ChunkReader:
     def __init__(self, objects: Objects, read_info: Callable[[str], UploadInfo]):
         self.objects = objects
         self.read_info = read_info
+        self._running = 0  # chunk streams open in this process
+        self._running_guard = threading.Lock()
 
     def open(self, info: UploadInfo, start: int, end: int) -> Iterator[bytes]:
         """Bytes [start, end) of a finished upload."""
@@ -70,20 +82,29 @@ class ChunkReader:
             plan.append((index, lo, hi))
         pool = ThreadPoolExecutor(max_workers=READ_AHEAD, thread_name_prefix="tus-prefetch")
         pending: collections.deque = collections.deque()
+        with self._running_guard:
+            self._running += 1
         try:
             for step in plan:
                 pending.append(pool.submit(self._read_chunk, info, *step))
                 if len(pending) > READ_AHEAD:
-                    yield pending.popleft().result()  # bytes, as WSGI servers require
+                    yield from _drain(pending.popleft().result())
             while pending:
-                yield pending.popleft().result()
+                yield from _drain(pending.popleft().result())
         finally:
             for future in pending:
                 future.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
+            with self._running_guard:
+                self._running -= 1
+                last = self._running == 0
+            if last and end - start >= GIVE_BACK_AFTER:
+                give_back_freed_memory()
 
-    def _read_chunk(self, info: UploadInfo, index: int, lo: int, hi: int) -> bytes:
-        """Bytes [lo, hi) of chunk `index` (0-based), verified when the whole chunk is read.
+    def _read_chunk(self, info: UploadInfo, index: int, lo: int,
+                    hi: int) -> collections.deque:
+        """Bytes [lo, hi) of chunk `index` (0-based) as pieces, verified when the whole chunk
+        is read.
 
         A read that fails (NoSuchKey, 5xx, a reset, fewer bytes than announced) is tried
         again on a fresh connection, from the byte where it stopped, up to `READ_ATTEMPTS`
@@ -93,13 +114,12 @@ class ChunkReader:
         total = chunk_count(info.length or 0, info.chunk_size)
         chunk_len = min(info.chunk_size, (info.length or 0) - index * info.chunk_size)
         key = prefix + chunk_key(info.filename, index + 1, total)
-        whole = lo == 0 and hi == chunk_len
-        got = _Received()
+        got = _Received(whole=lo == 0 and hi == chunk_len)
         for attempt in range(READ_ATTEMPTS):
             if attempt:
                 time.sleep(RETRY_PAUSE * 2 ** (attempt - 1))
             try:
-                self._fetch(bucket, key, lo, hi, whole, got)
+                self._fetch(bucket, key, lo, hi, got)
                 break
             except _ReadFailed as exc:
                 failure = exc
@@ -109,32 +129,19 @@ class ChunkReader:
             # Said once, by the download that is cut (or answered 503).
             raise StorageUnavailable(f"chunk {index + 1} of upload {info.id} unreadable after "
                                      f"{READ_ATTEMPTS} attempts: {failure}")
-        data = b"".join(got.pieces)
-        if len(data) != hi - lo:
-            problem = "size differs from what was stored"
-        elif not whole:
-            return data
-        elif got.crc is not None:
-            if got.crc == crc32c_b64(data):
-                return data
-            problem = "CRC32C differs from the one MinIO recorded"
-        elif got.sha is not None:  # written before the move to S3 checksums
-            if got.sha == offload(lambda: hashlib.sha256(data).hexdigest()):  # a whole chunk
-                return data
-            problem = "SHA-256 differs from the recorded one"
-        else:
-            problem = "carries no integrity value"
+        problem = got.problem(hi - lo)
+        if problem is None:
+            return got.pieces
         log.error("corrupt chunk upload_id=%s chunk=%d: %s", info.id, index + 1, problem)
         raise StoredDataCorrupt(info.id, index + 1, problem)
 
-    def _fetch(self, bucket: str, key: str, lo: int, hi: int, whole: bool,
-               got: "_Received") -> None:
+    def _fetch(self, bucket: str, key: str, lo: int, hi: int, got: "_Received") -> None:
         """Read what is still missing of [lo, hi) into `got`; _ReadFailed on any fault."""
         client = self.objects.client
         start = lo + got.size
         response = None
         try:
-            if whole and got.size == 0:
+            if got.whole and got.size == 0:
                 response = client.get_object(bucket, key, request_headers=CHECKSUM_MODE)
             else:
                 response = client.get_object(bucket, key, offset=start, length=hi - start)
@@ -143,14 +150,12 @@ class ChunkReader:
                 got.reset()
                 raise _ReadFailed("the chunk changed between two attempts")
             if got.size == 0:
-                got.etag = etag
-                got.crc = response.headers.get(CRC32C_HEADER)
-                got.sha = response.headers.get(SHA256_META)
+                got.expect(etag, response.headers.get(CRC32C_HEADER),
+                           response.headers.get(SHA256_META))
             announced = int(response.headers.get("Content-Length", -1))
             received = 0
             for piece in response.stream(PIECE):
-                got.pieces.append(piece)
-                got.size += len(piece)
+                got.add(piece)
                 received += len(piece)
             if announced >= 0 and received < announced:
                 raise _ReadFailed(f"{received} of {announced} bytes")
@@ -164,16 +169,58 @@ class ChunkReader:
                 response.release_conn()
 
 
-class _Received:
-    """What the attempts at one chunk read have brought so far."""
+def _drain(pieces: collections.deque) -> Iterator[bytes]:
+    """A verified chunk's pieces, each let go of once it is sent."""
+    while pieces:
+        yield pieces.popleft()
 
-    def __init__(self):
+
+class _Received:
+    """What the attempts at one chunk read have brought so far, and its digest so far: the
+    CRC32C (or, for chunks of earlier versions, the SHA-256) is extended piece by piece as the
+    bytes arrive, across attempts, so a whole chunk is never read a second time to check it."""
+
+    def __init__(self, whole: bool):
+        self.whole = whole
         self.reset()
 
     def reset(self) -> None:
-        self.pieces: list[bytes] = []
+        self.pieces: collections.deque = collections.deque()
         self.size = 0
         self.etag = self.crc = self.sha = None
+        self._crc = 0
+        self._sha = None
+
+    def expect(self, etag: Optional[str], crc: Optional[str], sha: Optional[str]) -> None:
+        """The integrity values of the first response (the ones the chunk is checked against)."""
+        self.etag, self.crc, self.sha = etag, crc, sha
+        if self.whole and crc is None and sha is not None:  # written before S3 checksums
+            self._sha = hashlib.sha256()
+
+    def add(self, piece: bytes) -> None:
+        # At most PIECE bytes: hashed in place, a short hold of the event loop under gevent.
+        if self.whole and self.crc is not None:
+            self._crc = crc32c.crc32c(piece, self._crc)
+        elif self._sha is not None:
+            self._sha.update(piece)
+        self.pieces.append(piece)
+        self.size += len(piece)
+
+    def problem(self, expected_size: int) -> Optional[str]:
+        """None when the bytes are the chunk as stored; else what is wrong with them."""
+        if self.size != expected_size:
+            return "size differs from what was stored"
+        if not self.whole:
+            return None
+        if self.crc is not None:
+            if self.crc == crc32c_b64_of(self._crc):
+                return None
+            return "CRC32C differs from the one MinIO recorded"
+        if self._sha is not None:
+            if self.sha == self._sha.hexdigest():
+                return None
+            return "SHA-256 differs from the recorded one"
+        return "carries no integrity value"
 
 
 class _ReadFailed(Exception):
