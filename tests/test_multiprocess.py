@@ -14,6 +14,7 @@ import time
 
 import pytest
 import requests
+from minio.error import S3Error
 from tusclient import client as tus_client
 
 from tus_server.config import ConfigError, Settings
@@ -217,13 +218,34 @@ def heartbeats(store) -> dict[str, dict]:
         instance = obj.object_name[len(INSTANCES_PREFIX):].split("/")[0]
         if instance in found:
             continue  # the newest lists first
-        response = client.get_object(bucket, obj.object_name)
+        beat = newest_beat(client, bucket, obj.object_name, instance)
+        if beat is not None:
+            found[instance] = beat
+    return found
+
+
+def newest_beat(client, bucket: str, name: str, instance: str):
+    """The content of an instance's newest beat. A live instance deletes the beats it
+    superseded a second or so later, so the one listed may be gone by the time it is read:
+    then the instance's newest is listed again (None when the instance left no beat)."""
+    for _ in range(5):
         try:
-            found[instance] = json.loads(response.read())
+            response = client.get_object(bucket, name)
+        except S3Error as exc:
+            if exc.code != "NoSuchKey":
+                raise
+            newer = next(iter(client.list_objects(
+                bucket, prefix=f"{INSTANCES_PREFIX}{instance}/", recursive=True)), None)
+            if newer is None:
+                return None
+            name = newer.object_name
+            continue
+        try:
+            return json.loads(response.read())
         finally:
             response.close()
             response.release_conn()
-    return found
+    raise AssertionError(f"the beats of instance {instance} kept vanishing")
 
 
 def test_lock_of_a_killed_instance_is_taken_over_once_its_heartbeat_stops(gunicorn_server,
