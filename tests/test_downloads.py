@@ -91,9 +91,11 @@ def overwrite_chunk(store, uid: str, name: str, data: bytes, keep_digest: bool) 
 
 
 def every_object_in_minio(store) -> list[tuple[str, str]]:
-    """Every object, except the system bucket's (instance heartbeats, the hook outbox)."""
+    """Every object, except those of system buckets (instance heartbeats, the hook outbox;
+    other tests' own system buckets are named `tusminio-test-...`)."""
     return [(bucket.name, obj.object_name) for bucket in store.client.list_buckets()
             if bucket.name != store.settings.system_bucket
+            and not bucket.name.startswith("tusminio-test-")
             for obj in store.client.list_objects(bucket.name, recursive=True)]
 
 
