@@ -263,14 +263,7 @@ class Objects:
     def remove_keys_quickly(self, bucket: str, keys: list[str], context: str = "") -> bool:
         """Delete objects in one request, given up after a second (`TIDY`); False when some
         were not deleted (the caller leaves them to a background chore)."""
-        if not keys:
-            return True
-        try:
-            with storage_errors(context):
-                errors = list(self.tidy.remove_objects(bucket, [DeleteObject(k) for k in keys]))
-        except (UploadNotFound, StorageUnavailable):
-            return False
-        return not errors
+        return not keys or self._remove(self.tidy, bucket, keys, context) == []
 
     def remove_quickly(self, bucket: str, key: str) -> None:
         """Delete one object with the short timeout (background tidying)."""
@@ -315,14 +308,19 @@ class Objects:
         if not names:
             return True
         bucket, prefix = self.location(upload_id)
-        client = self.client if patient else self.quick
-        try:
-            with storage_errors(upload_id):
-                errors = list(client.remove_objects(
-                    bucket, [DeleteObject(prefix + name) for name in names]))
-        except (UploadNotFound, StorageUnavailable):
-            return False
+        errors = self._remove(self.client if patient else self.quick, bucket,
+                              [prefix + name for name in names], upload_id)
         if errors:
             log.warning("could not delete %d objects upload_id=%s: %s", len(errors),
                         upload_id, errors[0])
-        return not errors
+        return errors == []
+
+    @staticmethod
+    def _remove(client: Minio, bucket: str, keys: list[str], context: str) -> Optional[list]:
+        """One multi-object delete through `client`: the keys it could not delete, or None
+        when the request itself failed (the bucket gone, MinIO unreachable)."""
+        try:
+            with storage_errors(context):
+                return list(client.remove_objects(bucket, [DeleteObject(k) for k in keys]))
+        except (UploadNotFound, StorageUnavailable):
+            return None
