@@ -186,6 +186,9 @@ class Settings:
     minio_addressing_style: str = "auto"
     # Seconds a MinIO request may wait for an answer (between two reads of its response).
     minio_timeout: float = 15.0
+    # Seconds a complete chunk's PUT may wait for MinIO's answer once its body is sent, before
+    # its bytes are stored as a stand-in piece instead (storage/parts.py); 0 never waits.
+    chunk_answer_timeout: float = 3.0
     # Run although the S3 server fails the conditional-write probe (storage/probe.py).
     unsafe_s3: bool = False
     # Size of the chunk objects; fixed per upload at creation.
@@ -223,7 +226,7 @@ class Settings:
     # of a dead process then wait out the lease), and the heartbeat age, by MinIO's clock,
     # at which a process counts as dead and its locks are taken over.
     heartbeat_interval: float = 1.0
-    heartbeat_timeout: float = 3.0
+    heartbeat_timeout: float = 2.0
     # Seconds of silence after which a request body is given up: what arrived is kept.
     body_timeout: float = 60.0
     # Seconds a stopping worker gives running PATCHes to store what arrived and answer 503.
@@ -302,6 +305,8 @@ class Settings:
             minio_region=env.get("MINIO_REGION", defaults.minio_region),
             minio_addressing_style=_addressing_style(env, defaults.minio_addressing_style),
             minio_timeout=_float(env, "TUS_MINIO_TIMEOUT", defaults.minio_timeout, 1),
+            chunk_answer_timeout=_float(env, "TUS_CHUNK_ANSWER_TIMEOUT",
+                                        defaults.chunk_answer_timeout),
             unsafe_s3=_bool(env, "TUS_UNSAFE_S3", defaults.unsafe_s3),
             chunk_size=_int(env, "TUS_CHUNK_SIZE", defaults.chunk_size, 1),
             max_size=_int(env, "TUS_MAX_SIZE", defaults.max_size),
@@ -358,11 +363,11 @@ class Settings:
             max_bytes_per_owner=_int(env, "TUS_MAX_BYTES_PER_OWNER", 0),
         )
         if settings.heartbeat_interval and \
-                settings.heartbeat_timeout < settings.heartbeat_interval + 1.5:
-            # HTTP dates count whole seconds: a live process's heartbeat can look a second
-            # older than it is.
+                settings.heartbeat_timeout < settings.heartbeat_interval + 0.5:
+            # Room for a beat that is late (a busy process, a slow PUT); the age read never
+            # exceeds the true age (storage/instances.py).
             raise ConfigError("TUS_HEARTBEAT_TIMEOUT must exceed TUS_HEARTBEAT_INTERVAL by at "
-                              f"least 1.5 s, got {settings.heartbeat_timeout} and "
+                              f"least 0.5 s, got {settings.heartbeat_timeout} and "
                               f"{settings.heartbeat_interval}")
         return settings
 

@@ -49,7 +49,7 @@ class Commits:
                 info.pieces = []
         self.last = self.seen = self.generations.commit(info, max(self.seen, self.last or 0))
         self.written.append(self.last)
-        self.referenced.update(p[2] for p in info.pieces)
+        self.referenced.update(p[2] for p in info.pieces + info.stand_ins)
         self.to_delete += release
 
     def end_request(self, info: UploadInfo) -> None:

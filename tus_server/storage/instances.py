@@ -14,15 +14,19 @@ superseded are deleted in the background (`storage/chores.py`), best effort.
 
 A lock names its holder's instance (`storage/lease.py`). A request that finds an upload locked
 asks how old that instance's newest beat is, in MinIO's own clock: a LIST of
-`instances/<id>/` (a couple of names), then `Date` of a fresh HEAD answer on the newest minus
-its `Last-Modified`, both written by MinIO, so no two processes' clocks are ever compared.
-An instance whose heartbeat is `TUS_HEARTBEAT_TIMEOUT` seconds old (or gone) is dead, and
-its locks are taken over at once.
+`instances/<id>/` (a couple of names, each with its LastModified in milliseconds), then the
+time of a fresh HEAD answer on the newest, both stamped by MinIO, so no two processes' clocks
+are ever compared. An instance whose heartbeat is `TUS_HEARTBEAT_TIMEOUT` seconds old (or
+gone) is dead, and its locks are taken over at once.
 
-HTTP dates count whole seconds, so the age read is the true age give or take one second:
-the timeout must leave more than a second above the interval. Being wrong costs no data: an
-instance that was only slow is fenced by the writer's conditional writes (`writer.py`) and
-its request stops; the verdict only decides when a waiter may try.
+The age read is never more than the true age, so a live instance is never judged dead by the
+measurement itself: the answer's time is MinIO's request id (the nanoseconds at which it took
+the request, on MinIO; used only when it agrees with `Date`), otherwise `Date`, which counts
+whole seconds and so can only make a beat look younger; a LastModified without milliseconds
+(some S3 servers) counts as a second later. So the timeout needs only room for a late beat
+above the interval (half a second at least). Being wrong costs no data: an instance that was
+only slow is fenced by the writer's conditional writes (`writer.py`) and its request stops;
+the verdict only decides when a waiter may try.
 
 On a graceful stop (`stop_all`, from the shutdown path and at exit) the thread ends and the
 instance's beats are deleted, after the process's uploads let go of their locks.
@@ -37,7 +41,7 @@ import secrets
 import socket
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import Optional
 
@@ -230,21 +234,23 @@ class Instances:
         return dead
 
     def age(self, instance: str) -> Optional[float]:
-        """Seconds since `instance`'s last heartbeat by MinIO's clock (inf when it has none),
-        None when MinIO did not say."""
+        """Seconds since `instance`'s last heartbeat by MinIO's clock, at most the true age
+        (module docstring); inf when it has none, None when MinIO did not say."""
         try:
-            keys = self.objects.list_quickly(self.bucket, f"{PREFIX}{instance}/", 2)
+            beats = self.objects.list_dated_quickly(self.bucket, f"{PREFIX}{instance}/", 2)
         except Exception:
             return None
-        if not keys:
+        if not beats:
             return float("inf")  # stopped gracefully, or never wrote one
-        for key in keys:  # the newest; the one before if the newest does not answer
-            age = self._age_of(key)
-            if age is not None:
-                return age
+        for key, written in beats:  # the newest; the one before if the newest does not answer
+            now = self._now_at(key)
+            if now is not None and written is not None:
+                doubt = 1.0 if written.microsecond == 0 else 0.0  # listed in whole seconds
+                return (now - written).total_seconds() - doubt
         return None
 
-    def _age_of(self, key: str) -> Optional[float]:
+    def _now_at(self, key: str) -> Optional[datetime]:
+        """MinIO's time, from a HEAD of `key` (which must still answer)."""
         url = self.objects.client.get_presigned_url("HEAD", self.bucket, key,
                                                     expires=timedelta(minutes=15))
         try:
@@ -255,8 +261,18 @@ class Instances:
         if response.status != 200:
             return None
         try:
-            now = parsedate_to_datetime(response.headers["Date"])
-            written = parsedate_to_datetime(response.headers["Last-Modified"])
+            date = parsedate_to_datetime(response.headers["Date"])
         except (KeyError, TypeError, ValueError):
             return None
-        return (now - written).total_seconds()
+        return request_time(response.headers.get("x-amz-request-id"), date) or date
+
+
+def request_time(request_id: Optional[str], date: datetime) -> Optional[datetime]:
+    """MinIO names each request by the hex of the nanoseconds at which it took it; that time,
+    when `request_id` is such a name within the second `date` says (else None)."""
+    try:
+        stamp = datetime.fromtimestamp(int(request_id, 16) / 1e9, timezone.utc)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+    offset = (stamp - date).total_seconds()
+    return stamp if 0.0 <= offset < 1.0 else None

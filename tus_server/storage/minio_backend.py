@@ -47,6 +47,7 @@ from .lease import Lease, settle
 from .objects import Objects, storage_errors
 from .parts import Parts, finished_garbage, fold
 from .reader import ChunkReader
+from .stand_ins import copy_to_chunks, drop_settled
 from .store import (
     BodyVerifier,
     LengthExceeded,
@@ -77,6 +78,7 @@ class MinioStore:
         self._hashes = RunningHashes()
         self._reader = ChunkReader(self.objects, self._read_info)
         self._digests = DigestPasses(self._digest_pass)
+        self._settles = DigestPasses(self._settle_pass, workers=1)
         self._shared_bucket_ready = False
         # Called with the info of every upload `terminate` removed, whatever asked for it (a
         # DELETE, a hook, the sweeper): the usage records forget it (storage/usage.py).
@@ -185,6 +187,7 @@ class MinioStore:
             self._hashes.drop(upload_id)
             if info.sha256 is None:
                 self.schedule_digest(upload_id)
+            self._schedule_settle(info)
         elif hasher is not None:
             self._hashes.put(upload_id, info.offset, hasher)
         return result
@@ -205,8 +208,9 @@ class MinioStore:
             size = info.chunk_size
             total = chunk_count(length, size)
             full = info.offset // size  # chunks wholly below the offset
+            standing = {stand_in[0] // size + 1 for stand_in in info.stand_ins}
             with storage_errors(upload_id):
-                for index in range(1, full + 1):
+                for index in sorted(set(range(1, full + 1)) - standing):
                     self.client.copy_object(
                         bucket, prefix + chunk_key(info.filename, index, total),
                         CopySource(bucket, prefix + chunk_key(info.filename, index, None)))
@@ -223,9 +227,10 @@ class MinioStore:
                         before.writer = token
                         claimed.append(self.generations.commit(before, max(seen, base)))
 
-                fold(Parts(self.objects, self.generations, info, token, claim), info, total,
-                     seen)
+                stand_in = fold(Parts(self.objects, self.generations, info, token, claim),
+                                info, total, seen)
                 info.pieces = []
+                info.stand_ins += [stand_in] if stand_in else []
                 seen = max([seen] + claimed)
             if info.offset == length:
                 mark_finished(info, self._hashes.take(upload_id, info.offset))
@@ -240,6 +245,7 @@ class MinioStore:
             self.objects.remove_names(upload_id, sorted(set(names)))
             if info.completed and info.sha256 is None:
                 self.schedule_digest(upload_id)
+            self._schedule_settle(info)
             return info
 
     def terminate(self, upload_id: str) -> None:
@@ -277,7 +283,9 @@ class MinioStore:
     def open(self, upload_id: str, start: int, end: int,
              info: Optional[UploadInfo] = None) -> Iterator[bytes]:
         """Bytes [start, end) of a finished upload, read chunk by chunk and verified."""
-        return self._reader.open(info or self._read_info(upload_id), start, end)
+        info = info or self._read_info(upload_id)
+        self._schedule_settle(info)
+        return self._reader.open(info, start, end)
 
     def list_ids(self) -> list[str]:
         """Upload ids, newest first, without reading any upload's objects."""
@@ -350,6 +358,27 @@ class MinioStore:
             return True
         except StorageUnavailable:
             return False
+
+    # ----------------------------------------------------------------- stand-ins
+    def _schedule_settle(self, info: UploadInfo) -> None:
+        """A finished upload that has stand-ins gets them copied to its chunks' names in the
+        background (stand_ins.py); until that succeeds, each download asks again."""
+        if info.completed and info.stand_ins:
+            self._settles.schedule(info.id)
+
+    def _settle_pass(self, upload_id: str) -> None:
+        try:
+            with self.locked(upload_id, wait=10.0):
+                info = self._read_info(upload_id)
+                if not info.completed:
+                    return
+                names = drop_settled(self.generations, info,
+                                     copy_to_chunks(self.objects, info))
+            if names:
+                self.objects.remove_names(upload_id, names)
+                log.info("stand-ins settled upload_id=%s", upload_id)
+        except (UploadLocked, StorageUnavailable) as exc:  # the next download asks again
+            log.info("stand-ins not settled yet upload_id=%s: %s", upload_id, exc)
 
     # ----------------------------------------------------------------- digests
     def schedule_digest(self, upload_id: str) -> None:

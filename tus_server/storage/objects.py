@@ -147,17 +147,19 @@ class Objects:
 
     def put_if(self, upload_id: str, key: str, body, headers: dict,
                if_match: Optional[str] = None, if_none_match: bool = False,
-               query: Optional[dict] = None, quick: bool = False) -> Optional[str]:
+               query: Optional[dict] = None, quick: bool = False,
+               timeout: Optional[urllib3.Timeout] = None) -> Optional[str]:
         """`put_in_bucket` for an object of an upload; UploadNotFound once its bucket is gone.
-        `quick`: with the short timeout of `QUICK`."""
+        `quick`: with the short timeout of `QUICK`; `timeout`: this one instead."""
         response = self._put(self.location(upload_id)[0], key, body, headers, if_match,
-                             if_none_match, query, upload_id, quick)
+                             if_none_match, query, upload_id, quick, timeout)
         if response.status == 404 and b"NoSuchKey" not in response.data:
             raise UploadNotFound(upload_id)  # the bucket is gone: the upload was terminated
         return self._etag_or_none(response, key, upload_id)
 
     def _put(self, bucket: str, key: str, body, headers: dict, if_match: Optional[str],
-             if_none_match: bool, query: Optional[dict], context: str, quick: bool = False):
+             if_none_match: bool, query: Optional[dict], context: str, quick: bool = False,
+             timeout: Optional[urllib3.Timeout] = None):
         headers = dict(headers)
         if if_none_match:
             headers["If-None-Match"] = "*"
@@ -166,6 +168,9 @@ class Objects:
         with storage_errors(context):
             url = self._signed_put(bucket, key, headers, query)
             pool = self.quick_http if quick else self.http
+            if timeout is not None:
+                return pool.request("PUT", url, body=body, headers=headers, retries=False,
+                                    timeout=timeout)
             return pool.request("PUT", url, body=body, headers=headers, retries=False)
 
     def _signed_put(self, bucket: str, key: str, headers: dict, query: Optional[dict]) -> str:
@@ -229,13 +234,19 @@ class Objects:
     def list_quickly(self, bucket: str, prefix: str, limit: int, context: str = "") -> list[str]:
         """The first `limit` object names under `prefix` (S3 lists in name order), asked with
         the short timeout of lock and heartbeat requests."""
-        names: list[str] = []
+        return [name for name, _ in self.list_dated_quickly(bucket, prefix, limit, context)]
+
+    def list_dated_quickly(self, bucket: str, prefix: str, limit: int,
+                           context: str = "") -> list[tuple[str, Optional[datetime]]]:
+        """`list_quickly` with each object's LastModified as listed (milliseconds on MinIO
+        and AWS, where a HEAD's `Last-Modified` has whole seconds)."""
+        found: list[tuple[str, Optional[datetime]]] = []
         with storage_errors(context):
             for obj in self.quick.list_objects(bucket, prefix=prefix):
-                names.append(obj.object_name)
-                if len(names) >= limit:
+                found.append((obj.object_name, obj.last_modified))
+                if len(found) >= limit:
                     break
-        return names
+        return found
 
     def list_meta_quickly(self, bucket: str, prefix: str, limit: int, meta: str,
                           context: str = "") -> list[tuple[str, Optional[str]]]:

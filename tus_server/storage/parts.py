@@ -17,6 +17,8 @@ import logging
 import mmap
 from typing import Callable, Optional
 
+import urllib3
+
 from ..cooperative import offload
 from .generations import Generations
 from .layout import PIECE_PREFIX, chunk_key, piece_key
@@ -48,9 +50,11 @@ class Parts:
         self.bucket, self.prefix = objects.location(info.id)
         self.serial = 0
         self.loaded: set[str] = set()  # pieces already in the chunk buffer
+        wait = objects.settings.chunk_answer_timeout
+        self.answer_timeout = urllib3.Timeout(connect=3.0, read=wait) if wait > 0 else None
 
     @staticmethod
-    def _headers(view) -> dict:
+    def headers(view) -> dict:
         # MinIO checks the CRC32C on arrival (400 on a mismatch) and returns it on GET. A whole
         # chunk's is computed off the event loop under gevent (the C code releases the GIL).
         crc = offload(crc32c_b64, view) if len(view) >= OFFLOAD_MIN else crc32c_b64(view)
@@ -58,16 +62,27 @@ class Parts:
                 CRC32C_HEADER: crc, "x-amz-sdk-checksum-algorithm": "CRC32C"}
 
     # ----------------------------------------------------------------- putting
-    def put_chunk(self, view, index: int, total: Optional[int]) -> None:
-        """Put chunk `index` (0-based) whole; raises WriteFenced when a later writer has it."""
+    def put_chunk(self, view, index: int, total: Optional[int]) -> Optional[list]:
+        """Put chunk `index` (0-based) whole: None, or the stand-in piece that holds its bytes
+        when the chunk's own PUT got no answer in time (module docstring). Raises WriteFenced
+        when a later writer has the chunk."""
         key = self.prefix + chunk_key(self.info.filename, index + 1, total)
-        headers = self._headers(view)
-        etag = self.objects.put_if(self.info.id, key, view, headers, if_none_match=True)
-        if etag is None:
-            etag = self._replace_garbage(key, view, headers)
+        headers = self.headers(view)
+        if self.answer_timeout is None:  # TUS_CHUNK_ANSWER_TIMEOUT=0: stand-ins only
+            return self.put_piece(view, index * self.info.chunk_size)
+        try:
+            etag = self.objects.put_if(self.info.id, key, view, headers, if_none_match=True,
+                                       timeout=self.answer_timeout)
+            if etag is None:
+                etag = self._replace_garbage(key, view, headers)
+        except StorageUnavailable as exc:
+            log.warning("chunk PUT unanswered, storing a stand-in upload_id=%s chunk=%d: %s",
+                        self.info.id, index + 1, exc)
+            return self.put_piece(view, index * self.info.chunk_size)
         if etag is None:
             raise WriteFenced(f"chunk {index + 1} of upload {self.info.id} was written by "
                               "another request")
+        return None
 
     def _replace_garbage(self, key: str, view, headers: dict) -> Optional[str]:
         """A chunk exists past the offset: replace it only if no later writer has claimed."""
@@ -77,13 +92,14 @@ class Parts:
         if found is None or current.writer != self.token:
             return None
         log.info("replacing a chunk left past the offset upload_id=%s key=%s", self.info.id, key)
-        return self.objects.put_if(self.info.id, key, view, self._headers(view), if_match=found)
+        return self.objects.put_if(self.info.id, key, view, self.headers(view), if_match=found,
+                                   timeout=self.answer_timeout)
 
     def put_piece(self, view, start: int) -> list:
         """Store bytes from file offset `start` as a new piece; its [start, end, key, crc]."""
         self.serial += 1
         name = piece_key(start, self.token, self.serial)
-        headers = self._headers(view)
+        headers = self.headers(view)
         if self.objects.put_if(self.info.id, self.prefix + name, view, headers,
                                if_none_match=True) is None:
             raise WriteFenced(f"piece {name} of upload {self.info.id} exists")
@@ -142,9 +158,10 @@ class Parts:
 
 
 
-def fold(parts: Parts, info: UploadInfo, total: int, seen: int) -> None:
+def fold(parts: Parts, info: UploadInfo, total: int, seen: int) -> Optional[list]:
     """Put the chunk holding the offset from its stored bytes alone (the pieces, or for state
-    of earlier versions the head of the chunk object): the upload ends at the offset."""
+    of earlier versions the head of the chunk object): the upload ends at the offset. The
+    stand-in that holds it when its PUT got no answer, else None."""
     size = info.chunk_size
     index, head_len = divmod(info.offset, size)
     buf = mmap.mmap(-1, size)
@@ -155,7 +172,7 @@ def fold(parts: Parts, info: UploadInfo, total: int, seen: int) -> None:
             parts.load_legacy_head(buf, index, None, head_len)
         view = memoryview(buf)[:head_len]
         try:
-            parts.put_chunk(view, index, total)
+            return parts.put_chunk(view, index, total)
         finally:
             view.release()
     finally:
@@ -164,8 +181,10 @@ def fold(parts: Parts, info: UploadInfo, total: int, seen: int) -> None:
 
 def finished_garbage(objects: Objects, info: UploadInfo) -> list[str]:
     """Once an upload is finished no writer can reference a piece or a deferred-length chunk
-    any more: those left by writers that died or failed (one LIST, once per upload)."""
+    any more: those left by writers that died or failed (one LIST, once per upload); the
+    stand-ins are the file's bytes and stay."""
     deferred = f"{info.filename}.part"
+    kept = {stand_in[2] for stand_in in info.stand_ins}
     return [name for name in objects.list_names(info.id)
-            if name.startswith(PIECE_PREFIX) or (name.startswith(deferred)
-                                                 and name.endswith("of_"))]
+            if name not in kept and (name.startswith(PIECE_PREFIX) or (
+                name.startswith(deferred) and name.endswith("of_")))]

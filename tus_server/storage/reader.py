@@ -4,7 +4,8 @@ on arrival (`x-amz-checksum-crc32c`), or for chunks written by earlier versions 
 `x-amz-meta-sha256`.
 
 A chunk read whole is checked against its digest; a chunk read in part (the edges of a Range)
-is checked for size only. A final (concatenated) upload yields its partials' bytes in order.
+is checked for size only. A chunk the state lists a stand-in for (parts.py) is read from it.
+A final (concatenated) upload yields its partials' bytes in order.
 The reader keeps `READ_AHEAD` chunk reads in flight while the current one is being sent. A
 chunk read that fails is tried again before the download is cut (`_read_chunk`).
 
@@ -30,7 +31,7 @@ from minio.error import MinioException, S3Error
 from .heap import give_back_freed_memory
 from .layout import chunk_count, chunk_key
 from .objects import CRC32C_HEADER, SHA256_META, Objects, crc32c_b64_of
-from .store import StorageUnavailable, StoredDataCorrupt, UploadInfo
+from .store import StorageUnavailable, StoredDataCorrupt, UploadInfo, UploadNotFound
 
 log = logging.getLogger("tus_server.store")
 
@@ -114,15 +115,19 @@ class ChunkReader:
         total = chunk_count(info.length or 0, info.chunk_size)
         chunk_len = min(info.chunk_size, (info.length or 0) - index * info.chunk_size)
         key = prefix + chunk_key(info.filename, index + 1, total)
+        stand_in = next((s[2] for s in info.stand_ins if s[0] == index * info.chunk_size), None)
         got = _Received(whole=lo == 0 and hi == chunk_len)
         for attempt in range(READ_ATTEMPTS):
             if attempt:
                 time.sleep(RETRY_PAUSE * 2 ** (attempt - 1))
             try:
-                self._fetch(bucket, key, lo, hi, got)
+                self._fetch(bucket, prefix + stand_in if stand_in else key, lo, hi, got)
                 break
             except _ReadFailed as exc:
                 failure = exc
+                if stand_in and exc.missing and self._settled(info, stand_in):
+                    stand_in = None  # the chunk's own name holds the same bytes now
+                    got.reset()
                 log.debug("chunk read failed (attempt %d) upload_id=%s chunk=%d at byte %d: %s",
                           attempt + 1, info.id, index + 1, lo + got.size, exc)
         else:
@@ -134,6 +139,15 @@ class ChunkReader:
             return got.pieces
         log.error("corrupt chunk upload_id=%s chunk=%d: %s", info.id, index + 1, problem)
         raise StoredDataCorrupt(info.id, index + 1, problem)
+
+    def _settled(self, info: UploadInfo, stand_in: str) -> bool:
+        """Has the stand-in been copied to its chunk's name (stand_ins.py)? Only the newest
+        state says so: a node that just rejoined may miss the piece for a moment, and the
+        chunk's name may hold other bytes until the state stops listing the stand-in."""
+        try:
+            return all(s[2] != stand_in for s in self.read_info(info.id).stand_ins)
+        except (StorageUnavailable, UploadNotFound):  # unreadable now: the stand-in again
+            return False
 
     def _fetch(self, bucket: str, key: str, lo: int, hi: int, got: "_Received") -> None:
         """Read what is still missing of [lo, hi) into `got`; _ReadFailed on any fault."""
@@ -160,7 +174,8 @@ class ChunkReader:
             if announced >= 0 and received < announced:
                 raise _ReadFailed(f"{received} of {announced} bytes")
         except S3Error as exc:
-            raise _ReadFailed(f"MinIO answered {exc.code}") from None
+            raise _ReadFailed(f"MinIO answered {exc.code}", missing=exc.code == "NoSuchKey") \
+                from None
         except (urllib3.exceptions.HTTPError, OSError, MinioException) as exc:
             raise _ReadFailed(type(exc).__name__) from None
         finally:
@@ -224,4 +239,6 @@ class _Received:
 
 
 class _ReadFailed(Exception):
-    pass
+    def __init__(self, message: str, missing: bool = False):
+        super().__init__(message)
+        self.missing = missing  # MinIO said NoSuchKey

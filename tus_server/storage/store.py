@@ -47,6 +47,10 @@ class UploadInfo:
     # The bytes of the chunk holding `offset` when it is not on a chunk boundary, as write-once
     # piece objects: [start, end, key, crc32c], contiguous from the chunk's start to `offset`.
     pieces: list[list] = field(default_factory=list)
+    # Complete chunks below `offset` whose chunk object could not be written (its PUT got no
+    # answer in time: MinIO may hold a dead node's lock on that key for minutes), stored as one
+    # write-once piece each instead, [start, end, key, crc32c]; read in place of the chunk.
+    stand_ins: list[list] = field(default_factory=list)
     # Piece keys no longer referenced, deleted in batches once a generation drops them.
     garbage: list[str] = field(default_factory=list)
     # A tombstone: terminated (kept in the prefix layout so a stalled writer cannot revive it).

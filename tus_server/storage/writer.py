@@ -92,8 +92,9 @@ class ChunkWriter:
         self.order_lock = threading.Lock()
         self.in_flight: collections.deque = collections.deque()  # object end offsets, in order
         self.stored: set[int] = set()  # end offsets of objects put but not yet committed
-        self.after: dict[int, tuple[list, list]] = {}  # end offset -> (pieces, dropped keys)
-        self.staged: tuple[list, list] = (list(info.pieces), [])  # with a verifier
+        # end offset -> (pieces, dropped keys, stand-ins) its generation lists once stored
+        self.after: dict[int, tuple[list, list, list]] = {}
+        self.staged: tuple[list, list, list] = (list(info.pieces), [], [])  # with a verifier
         self.error: Optional[BaseException] = None
         self.committed = info.offset
         self.stream = None
@@ -138,7 +139,7 @@ class ChunkWriter:
         with self.info_guard:
             self.info.pieces = [piece]
             self.commits.commit(self.info)
-        self.staged = ([piece], [])
+        self.staged = ([piece], [], [])
 
     # ----------------------------------------------------------------- stopping
     def _on_stop(self, reason: str) -> None:
@@ -180,12 +181,14 @@ class ChunkWriter:
         view = memoryview(buf)[lo or 0:length]
         try:
             if lo is None:
-                self.parts.put_chunk(view, index, self.total)
+                stand_in = self.parts.put_chunk(view, index, self.total)
+                if stand_in is not None:
+                    self.commits.mine.append(stand_in[2])
+                    self.after[end_offset][2].append(stand_in)
             else:
                 piece = self.parts.put_piece(view, chunk_start + lo)
                 self.commits.mine.append(piece[2])
-                pieces, dropped = self.after[end_offset]
-                pieces.append(piece)
+                self.after[end_offset][0].append(piece)
         finally:
             try:
                 view.release()
@@ -199,47 +202,50 @@ class ChunkWriter:
         the pieces the state lists once it is stored."""
         with self.order_lock:
             self.in_flight.append(end_offset)
-            self.after[end_offset] = (list(pieces), list(dropped))
+            self.after[end_offset] = (list(pieces), list(dropped), [])
         self.full.put((buf, index, length, end_offset, lo, list(load)))
 
     def _mark_stored(self, end_offset: int) -> None:
         """Advance the offset over every object stored without a gap before it."""
         with self.order_lock:
             self.stored.add(end_offset)
-            newest, pieces, dropped = None, None, []
+            newest, pieces, dropped, stand_ins = None, None, [], []
             while self.in_flight and self.in_flight[0] in self.stored:
                 newest = self.in_flight.popleft()
                 self.stored.discard(newest)
-                pieces, more = self.after.pop(newest)
+                pieces, more, spilled = self.after.pop(newest)
                 dropped += more
+                stand_ins += spilled
             if newest is None:
                 return
             if self.verifier is None:
                 # The commit overlaps the next chunk PUT; the single commit thread keeps the
                 # offsets in order.
-                self.info_writer.submit(self._commit_offset, newest, pieces, dropped)
+                self.info_writer.submit(self._commit_offset, newest, pieces, dropped, stand_ins)
             else:
                 self.committed = newest
-                self.staged = (pieces, self.staged[1] + dropped)
+                self.staged = (pieces, self.staged[1] + dropped, self.staged[2] + stand_ins)
 
-    def _commit_offset(self, end_offset: int, pieces: list, dropped: list) -> None:
+    def _commit_offset(self, end_offset: int, pieces: list, dropped: list,
+                       stand_ins: list) -> None:
         """Record in a new generation that bytes up to `end_offset` are stored."""
         if self.error is not None:
             return
         try:
             with self.info_guard:
-                self._advance(end_offset, pieces, dropped)
+                self._advance(end_offset, pieces, dropped, stand_ins)
                 self.commits.commit(self.info)
                 self.committed = end_offset
         except BaseException as exc:  # reported by run()
             if self.error is None:
                 self.error = exc
 
-    def _advance(self, end_offset: int, pieces: list, dropped: list) -> None:
+    def _advance(self, end_offset: int, pieces: list, dropped: list, stand_ins: list) -> None:
         info = self.info
         info.offset = end_offset
         info.pieces = pieces
         info.garbage = info.garbage + dropped
+        info.stand_ins = info.stand_ins + stand_ins
         info.updated = time.time()
         if self.settings.expiration:
             info.expires = time.time() + self.settings.expiration
