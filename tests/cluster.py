@@ -214,6 +214,14 @@ class Cluster:
                                   io.BytesIO(b"ok"), 2)
                 return True
             wait_until(writes, timeout, f"writes through node {node.port}", node.log_path)
+        # And every node sees every drive again: MinIO's maintenance check answers 200 only
+        # when the cluster would keep its write quorum with that node down. A node that was
+        # marked offline is only taken back at the next health check; killing another one
+        # before that leaves two of four drives out and no write quorum (SlowDownWrite).
+        for node in self.nodes:
+            url = f"http://{node.endpoint}/minio/health/cluster?maintenance=true"
+            wait_until(lambda: requests.get(url, timeout=2).status_code == 200, timeout,
+                       f"node {node.port} seeing every drive", node.log_path)
 
     def stop(self) -> None:
         """Stop everything, front to back; a process that does not stop in time is killed."""

@@ -39,13 +39,15 @@ PATCH = MIB
 KILL_AT = 0.3
 # Seconds between two successful PATCHes of one client. The goal is 5 s (tus-js-client's and
 # Uppy's default retry schedules, 0, 1, 3, 5 s, give up after about 9 s); TUS_SCALE_STRICT=1
-# asserts it. By default the bound is MinIO's own: a node killed while it held a key's
-# namespace lock leaves that lock on the other nodes until their stale-lock sweep (every
-# minute, for locks a minute old: up to 120 s), and a request for that key (a complete chunk,
-# whose name is fixed by the layout; locks and heartbeats are write-once) waits for it, plus
-# one more request and the client's retry delay. docs/deployment.md gives the measured figures.
+# asserts it. By default the bound is what MinIO itself can cost: right after a node's death
+# MinIO sometimes refuses every conditional PUT (`If-None-Match: *`, which every lock and state
+# generation is) with 503 SlowDownWrite for up to about 10 s, though plain PUTs go through
+# (`python -m bench.node_loss_probe`); plus one lock key the killed node left locked (3 s, once),
+# the heartbeat timeout and the client's retry delay. A dead holder's 30 s lease, or a chunk
+# key held until MinIO's stale-lock sweep (60-120 s: chunks get stand-ins now), fail it.
+# docs/deployment.md gives the measured figures.
 STALL_GOAL = 5.0
-STALL_LIMIT = STALL_GOAL if os.environ.get("TUS_SCALE_STRICT") == "1" else 180.0
+STALL_LIMIT = STALL_GOAL if os.environ.get("TUS_SCALE_STRICT") == "1" else 25.0
 
 summary: list[dict] = []
 
@@ -100,6 +102,15 @@ class Client(threading.Thread):
 
     def longest_stall(self) -> float:
         return max((b - a for a, b in zip(self.stamps, self.stamps[1:])), default=0.0)
+
+    def stall_window(self) -> str:
+        """When the longest stall began and ended, in wall-clock time (to find it in logs)."""
+        gaps = [(b - a, a) for a, b in zip(self.stamps, self.stamps[1:])]
+        if not gaps:
+            return "-"
+        gap, began = max(gaps)
+        start = time.time() - (time.monotonic() - began)
+        return f"{time.strftime('%H:%M:%S', time.gmtime(start))}+{gap:.1f}s"
 
 
 # Downloads answered 503 + Retry-After before they were served whole (printed per run).
@@ -202,7 +213,8 @@ def test_node_and_instance_killed_together_mid_upload(cluster, tmp_path, run):
     summary.append({"lost": len(lost), "stall": stall})
     print(f"run {run}: killed instance {victim.port} and node {node.port} at offsets "
           f"{at_kill}; longest stall {stall:.2f} s; lost: {lost}; downloads answered 503 first: "
-          f"{len(DEGRADED_ANSWERS)}; slow MinIO requests: {slow}")
+          f"{len(DEGRADED_ANSWERS)}; slow MinIO requests: {slow}; stalls at "
+          f"{[c.stall_window() for c in clients]}")
 
     assert not lost, (lost, slow)
     # A bound on correctness, not a speed figure: a longer wait outlasts the default retry

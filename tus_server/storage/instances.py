@@ -15,8 +15,8 @@ superseded are deleted in the background (`storage/chores.py`), best effort.
 A lock names its holder's instance (`storage/lease.py`). A request that finds an upload locked
 asks how old that instance's newest beat is, in MinIO's own clock: a LIST of
 `instances/<id>/` (a couple of names, each with its LastModified in milliseconds), then the
-time of a fresh HEAD answer on the newest, both stamped by MinIO, so no two processes' clocks
-are ever compared. An instance whose heartbeat is `TUS_HEARTBEAT_TIMEOUT` seconds old (or
+time of a fresh HEAD answer, both stamped by MinIO, so no two processes' clocks are ever
+compared. An instance whose heartbeat is `TUS_HEARTBEAT_TIMEOUT` seconds old (or
 gone) is dead, and its locks are taken over at once.
 
 The age read is never more than the true age, so a live instance is never judged dead by the
@@ -54,6 +54,8 @@ from .system import SystemBucket
 log = logging.getLogger("tus_server.store")
 
 PREFIX = "instances/"
+# Asked for MinIO's time only (a 404 answer has it too); never written.
+CLOCK_KEY = "clock"
 # Seconds a verdict on another instance is reused (a waiter polls the lock every 50 ms).
 VERDICT_TTL = 0.25
 TOP = 10 ** 12
@@ -237,28 +239,30 @@ class Instances:
         """Seconds since `instance`'s last heartbeat by MinIO's clock, at most the true age
         (module docstring); inf when it has none, None when MinIO did not say."""
         try:
-            beats = self.objects.list_dated_quickly(self.bucket, f"{PREFIX}{instance}/", 2)
+            beats = self.objects.list_dated_quickly(self.bucket, f"{PREFIX}{instance}/", 1)
         except Exception:
             return None
         if not beats:
             return float("inf")  # stopped gracefully, or never wrote one
-        for key, written in beats:  # the newest; the one before if the newest does not answer
-            now = self._now_at(key)
-            if now is not None and written is not None:
-                doubt = 1.0 if written.microsecond == 0 else 0.0  # listed in whole seconds
-                return (now - written).total_seconds() - doubt
-        return None
+        written = beats[0][1]
+        now = self._now()
+        if now is None or written is None:
+            return None
+        doubt = 1.0 if written.microsecond == 0 else 0.0  # listed in whole seconds
+        return (now - written).total_seconds() - doubt
 
-    def _now_at(self, key: str) -> Optional[datetime]:
-        """MinIO's time, from a HEAD of `key` (which must still answer)."""
-        url = self.objects.client.get_presigned_url("HEAD", self.bucket, key,
+    def _now(self) -> Optional[datetime]:
+        """MinIO's time, from its answer to a HEAD of a key nobody writes (`CLOCK_KEY`): not
+        of the beat itself, whose key may be one a dead MinIO node left locked (a HEAD of it
+        would wait out its timeout)."""
+        url = self.objects.client.get_presigned_url("HEAD", self.bucket, CLOCK_KEY,
                                                     expires=timedelta(minutes=15))
         try:
             response = self.objects.quick_http.request("HEAD", url, retries=False,
                                                        timeout=QUICK)
         except (urllib3.exceptions.HTTPError, OSError):
             return None
-        if response.status != 200:
+        if response.status not in (200, 404):
             return None
         try:
             date = parsedate_to_datetime(response.headers["Date"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import collections
 import logging
+import re
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -201,8 +202,10 @@ class Objects:
             return response.headers.get("ETag", "").strip('"')
         if response.status in (404, 409, 412):
             return None
-        log.warning("PUT answered %d upload_id=%s key=%s", response.status, context, key)
-        raise StorageUnavailable(f"PUT answered {response.status}")
+        found = re.search(rb"<Code>([^<]{1,64})</Code>", response.data or b"")
+        code = f" {found.group(1).decode(errors='replace')}" if found else ""
+        log.warning("PUT answered %d%s upload_id=%s key=%s", response.status, code, context, key)
+        raise StorageUnavailable(f"PUT answered {response.status}{code}")
 
     def conditional_put(self, upload_id: str, name: str, data: bytes,
                         if_match: Optional[str] = None, if_none_match: bool = False):
