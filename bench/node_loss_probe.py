@@ -1,19 +1,20 @@
 """What a distributed MinIO answers to plain and to conditional PUTs right after a node dies.
 
 The scale-out cluster of the tests (tests/cluster.py: four nodes, one drive each, EC:2, behind
-nginx), no app: three writers PUT through the balancer without pause, two plain (1 MiB) and one
-with `If-None-Match: *` (100 bytes, each a new key, as the store writes lock and state
-generations). In each round one node gets SIGKILL; for the next ten seconds every failed PUT
-is printed with the time since the kill, then the node is started again and the cluster is
-given back its write quorum before the next round.
+nginx), no app: four writers PUT new keys through the balancer without pause, plain and with
+`If-None-Match: *` (as the store writes every lock and state generation), of 1 MiB and of 100
+bytes. In each round one node gets SIGKILL; the failed PUTs of the next ten seconds are
+counted per writer, then the node is started again and the next round waits until every node
+sees every drive (`Cluster.wait_for_writes`).
 
     python -m bench.node_loss_probe [rounds]
 
-Measured on 2026-12-02 (MinIO pinned in the Makefile, the 2-core project machine): the plain
-PUTs never failed; the conditional ones answered `503 SlowDownWrite` (MinIO's code for too few
-drives to write) for up to 7 s after the kill in 2 rounds of 4, though three of four drives
-were up. The store writes every lock and state generation with `If-None-Match: *`, so no
-PATCH can make progress in that window (docs/deployment.md).
+Measured on 2026-12-02 with `python -m bench.node_loss_probe 8` (MinIO pinned in the Makefile,
+the 2-core project machine, other work running): no plain PUT failed; in 3 of the 8 kills the
+conditional ones answered `503 SlowDownWrite` (too few drives to write, though three of four
+were up) until 9.7, 4.1 and 6.3 s after the kill. The store writes every lock and state
+generation with `If-None-Match: *`, so no PATCH can move an offset in that window
+(docs/deployment.md).
 """
 from __future__ import annotations
 

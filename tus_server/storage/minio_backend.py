@@ -47,7 +47,7 @@ from .lease import Lease, settle
 from .objects import Objects, storage_errors
 from .parts import Parts, finished_garbage, fold
 from .reader import ChunkReader
-from .stand_ins import copy_to_chunks, drop_settled
+from .stand_ins import chunk_key_of, copy_to_chunks, drop_settled
 from .store import (
     BodyVerifier,
     LengthExceeded,
@@ -367,18 +367,28 @@ class MinioStore:
             self._settles.schedule(info.id)
 
     def _settle_pass(self, upload_id: str) -> None:
+        """Copy the stand-ins without the lock (nothing else writes a finished upload's chunk
+        names, and a copy of the same bytes twice is harmless), then hold the lock only to
+        commit, so no request waits for the copying."""
+        info = self._read_info(upload_id)
+        if not (info.completed and info.stand_ins):
+            return
+        done = copy_to_chunks(self.objects, info)
+        if not done:
+            return
         try:
             with self.locked(upload_id, wait=10.0):
-                info = self._read_info(upload_id)
-                if not info.completed:
-                    return
-                names = drop_settled(self.generations, info,
-                                     copy_to_chunks(self.objects, info))
-            if names:
-                self.objects.remove_names(upload_id, names)
-                log.info("stand-ins settled upload_id=%s", upload_id)
+                names = drop_settled(self.generations, self._read_info(upload_id), done)
+        except UploadNotFound:  # terminated meanwhile: the copies must not outlive it
+            self.objects.remove_names(upload_id, [chunk_key_of(info, s) for s in done],
+                                      patient=True)
+            raise
         except (UploadLocked, StorageUnavailable) as exc:  # the next download asks again
             log.info("stand-ins not settled yet upload_id=%s: %s", upload_id, exc)
+            return
+        if names:
+            self.objects.remove_names(upload_id, names)
+            log.info("stand-ins settled upload_id=%s", upload_id)
 
     # ----------------------------------------------------------------- digests
     def schedule_digest(self, upload_id: str) -> None:

@@ -7,10 +7,13 @@ for this; it only brings the upload back to the layout every tool expects (`<nam
 
 Why it is safe: the newest generation lists the stand-in, so no generation trusts the chunk's
 own name for that index (it lay past the offset of every generation before the stand-in's),
-and whatever is there may be replaced. The generation that drops the stand-in is committed
-only after the chunk object is stored with the stand-in's CRC32C (MinIO checks it on arrival),
-under the upload's lock; the piece is deleted after that commit, and a reader still holding
-the older state then finds it gone and reads the chunk's own name (reader.py).
+and whatever is there may be replaced. The copy needs no lock: a finished upload has no
+writer, and two processes copying at once write the same bytes (each checked against the
+stand-in's CRC32C, which MinIO verifies on arrival). The generation that drops the stand-in
+is committed under the upload's lock, after the copy and only if the state still lists it;
+the piece is deleted after that commit, and a reader still holding the older state then finds
+it gone and reads the chunk's own name (reader.py). A copy that races a termination is
+removed again once the state says the upload is gone.
 """
 from __future__ import annotations
 
@@ -33,16 +36,17 @@ def copy_to_chunks(objects: Objects, info: UploadInfo) -> list[list]:
     # Not TUS_CHUNK_ANSWER_TIMEOUT's 0 (stand-ins only): the copy has to try the chunk's name.
     timeout = urllib3.Timeout(connect=3.0, read=objects.settings.chunk_answer_timeout or 3.0)
     prefix = objects.location(info.id)[1]
-    total = chunk_count(info.length or 0, info.chunk_size)
     done = []
     for stand_in in info.stand_ins:
         start, end, name, crc = stand_in
-        key = prefix + chunk_key(info.filename, start // info.chunk_size + 1, total)
+        key = prefix + chunk_key_of(info, stand_in)
         try:
             data, _ = objects.read_object(info.id, name)
-            headers = Parts.headers(data) if data is not None else {}
-            if data is None or len(data) != end - start or headers[CRC32C_HEADER] != crc:
-                log.error("stand-in unreadable or changed upload_id=%s key=%s", info.id, name)
+            if data is None:  # settled meanwhile by another process
+                break
+            headers = Parts.headers(data)
+            if len(data) != end - start or headers[CRC32C_HEADER] != crc:
+                log.error("stand-in differs from its state upload_id=%s key=%s", info.id, name)
                 break
             etag = objects.put_if(info.id, key, data, headers, if_none_match=True,
                                   timeout=timeout)
@@ -57,6 +61,12 @@ def copy_to_chunks(objects: Objects, info: UploadInfo) -> list[list]:
             break
         done.append(stand_in)
     return done
+
+
+def chunk_key_of(info: UploadInfo, stand_in: list) -> str:
+    """The name of the chunk a stand-in holds (relative to the upload's prefix)."""
+    total = chunk_count(info.length or 0, info.chunk_size)
+    return chunk_key(info.filename, stand_in[0] // info.chunk_size + 1, total)
 
 
 def drop_settled(generations: Generations, info: UploadInfo, done: list[list]) -> list[str]:
