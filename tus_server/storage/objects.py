@@ -3,10 +3,12 @@
 minio-py covers plain reads, listings and deletes. Writes that carry an S3 precondition
 (`If-Match`, `If-None-Match: *`) are signed here and sent through our own urllib3 pool:
 minio-py 7.2's `put_object` can neither send preconditions nor take a buffer without copying
-and hashing it again. The signature (minio-py's SigV4 signer, in headers) covers the host and
-every `x-amz-*` header, which AWS S3 and SeaweedFS require (a presigned URL would leave out the
-chunk's CRC32C), and names the payload UNSIGNED-PAYLOAD, so the bytes go out as they are,
-hashed by nobody. The preconditions stay unsigned, as S3 allows.
+and hashing it again. Each is signed once, by minio-py's SigV4 signer (`sign_v4_s3`), in its
+headers, for the URL and region minio-py itself would use (`_signed_put`: its URL builder, path
+or virtual-host style, and its per-bucket region, from MINIO_REGION or one GetBucketLocation).
+The signature covers the host and every `x-amz-*` header, which AWS S3 and SeaweedFS require (a
+presigned URL would leave out the chunk's CRC32C), and names the payload UNSIGNED-PAYLOAD, so
+the bytes go out as they are, hashed by nobody. The preconditions stay unsigned, as S3 allows.
 
 The upload's state is written by `generations.py` on top of these verbs.
 """
@@ -18,9 +20,9 @@ import logging
 import re
 import threading
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Optional
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import urlunsplit
 
 import crc32c
 import urllib3
@@ -45,9 +47,6 @@ SHA256_META = "x-amz-meta-sha256"
 # Timeouts of lock and heartbeat requests: an answer later than this says nothing useful.
 QUICK = urllib3.Timeout(connect=2.0, read=3.0)
 TIDY = urllib3.Timeout(connect=1.0, read=1.0)
-# The query-string signature of a presigned URL, replaced by a header signature (`_signed_put`).
-PRESIGN_PARAMS = {"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
-                  "X-Amz-SignedHeaders", "X-Amz-Signature", "X-Amz-Security-Token"}
 
 
 def crc32c_b64(data) -> str:
@@ -138,7 +137,7 @@ class Objects:
     def put_in_bucket(self, bucket: str, key: str, body, headers: dict,
                       if_match: Optional[str] = None, if_none_match: bool = False,
                       query: Optional[dict] = None, context: str = "") -> Optional[str]:
-        """PUT `body` to `bucket`/`key` with an S3 precondition through a presigned URL: the new
+        """PUT `body` to `bucket`/`key` with an S3 precondition, signed in its headers: the new
         ETag, or None when the precondition failed (404: If-Match on an object that is gone).
 
         No retries: a retried create could find its own first attempt and call it taken.
@@ -175,17 +174,19 @@ class Objects:
             return pool.request("PUT", url, body=body, headers=headers, retries=False)
 
     def _signed_put(self, bucket: str, key: str, headers: dict, query: Optional[dict]) -> str:
-        """Sign a PUT in its headers (added to `headers`); its URL.
+        """Sign a PUT in its headers (added to `headers`), once; its URL.
 
-        minio-py builds the URL (path or virtual-host style, the region) for a presigned one;
-        its query-string signature is dropped and the headers are signed instead."""
-        presigned = urlsplit(self.client.get_presigned_url(
-            "PUT", bucket, key, expires=timedelta(minutes=15), extra_query_params=query))
-        params = parse_qs(presigned.query)
-        region = params["X-Amz-Credential"][0].split("/")[2]
-        url = presigned._replace(query="&".join(
-            part for part in presigned.query.split("&")
-            if part.split("=", 1)[0] not in PRESIGN_PARAMS))
+        The region and the URL (path or virtual-host style) are minio-py's, found as its own
+        requests find them (`Minio._url_open`). minio-py 7.2 has no public call that gives
+        them without signing: `get_presigned_url` computed a query-string signature only to
+        have it dropped. So its private `_get_region` (MINIO_REGION, else a GetBucketLocation
+        once per bucket, cached by the client) and `_base_url.build`; minio is pinned in
+        requirements.txt, and the storage tests fail on a wrong host or region (403)."""
+        client = self.client
+        region = client._get_region(bucket)
+        url = client._base_url.build(
+            method="PUT", region=region, bucket_name=bucket, object_name=key,
+            query_params=query)
         now = datetime.now(timezone.utc).replace(microsecond=0)
         headers.update({"Host": url.netloc, "x-amz-date": now.strftime("%Y%m%dT%H%M%SZ"),
                         "x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
