@@ -42,10 +42,10 @@ class HeaderStrippingProxy:
             threading.Thread(target=self._requests, args=(client, upstream), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                self.before_answer(source)
                 sink.sendall(data)
         except OSError:
             pass
@@ -55,6 +55,14 @@ class HeaderStrippingProxy:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    # Hooks for subclasses: a request line about to go to `upstream`, and answer bytes that
+    # came from `upstream` about to go back.
+    def before_forward(self, request_line: bytes, upstream: socket.socket) -> None:
+        pass
+
+    def before_answer(self, upstream: socket.socket) -> None:
+        pass
 
     def _requests(self, client: socket.socket, upstream: socket.socket) -> None:
         reader = client.makefile("rb")
@@ -79,6 +87,7 @@ class HeaderStrippingProxy:
                     while reader.read1(65536):
                         pass  # never answered: wait until the client closes
                     break
+                self.before_forward(request_line, upstream)
                 upstream.sendall(b"".join(head) + b"\r\n")
                 if chunked:
                     self._relay_chunked(reader, upstream)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import threading
 import time
 
 import pytest
@@ -26,6 +25,7 @@ import requests
 from tus_server.storage.layout import generation_key
 from tus_server.storage.store import UploadInfo
 
+from .header_proxy import HeaderStrippingProxy
 from .helpers import (
     MIB,
     TUS,
@@ -167,77 +167,34 @@ def test_a_reader_holding_the_state_before_the_copy_reads_the_chunk_name(stand_i
 
 
 # ----------------------------------------------------------------- a real late answer
-CHUNK_PUT = re.compile(rb"^PUT [^ ]*\.part\d+of\d+(\?[^ ]*)? HTTP/1\.1\r\n", re.M)
+CHUNK_PUT = re.compile(rb"^PUT [^ ]*\.part\d+of\d+(\?[^ ]*)? HTTP/1\.1")
 
 
-class LateAnswerProxy:
-    """A loopback TCP proxy in front of MinIO. Once armed, MinIO's answer to the next chunk PUT
-    is held for `hold` seconds (the request itself goes through at once, so MinIO stores the
+class LateAnswerProxy(HeaderStrippingProxy):
+    """A loopback proxy in front of MinIO. Once armed, MinIO's answer to the next chunk PUT is
+    held for `hold` seconds (the request itself goes through at once, so MinIO stores the
     chunk); `held` counts those answers."""
 
     def __init__(self, target: str, hold: float):
-        host, port = target.split(":")
-        self.target = (host, int(port))
         self.hold = hold
         self.armed = 0
         self.held = 0
-        self.guard = threading.Lock()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.endpoint = f"127.0.0.1:{self.listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.late: set[socket.socket] = set()  # upstream connections whose answer is held
+        super().__init__(target)
 
-    def close(self) -> None:
-        self.listener.close()
+    def before_forward(self, request_line: bytes, upstream: socket.socket) -> None:
+        with self._guard:
+            if self.armed and CHUNK_PUT.match(request_line):
+                self.armed -= 1
+                self.held += 1
+                self.late.add(upstream)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            late = threading.Event()  # the request on this connection is a held chunk PUT
-            threading.Thread(target=self._requests, args=(client, upstream, late),
-                             daemon=True).start()
-            threading.Thread(target=self._answers, args=(upstream, client, late),
-                             daemon=True).start()
-
-    def _requests(self, src, dst, late) -> None:
-        tail = b""
-        try:
-            while data := src.recv(65536):
-                window, tail = tail + data, (tail + data)[-512:]
-                if CHUNK_PUT.search(window):
-                    with self.guard:
-                        if self.armed:
-                            self.armed -= 1
-                            self.held += 1
-                            late.set()
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            _close(src, dst)
-
-    def _answers(self, src, dst, late) -> None:
-        try:
-            while data := src.recv(65536):
-                if late.is_set():
-                    time.sleep(self.hold)  # the client has given up waiting by now
-                    late.clear()
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            _close(src, dst)
-
-
-def _close(*socks) -> None:
-    for sock in socks:
-        try:
-            sock.close()
-        except OSError:
-            pass
+    def before_answer(self, upstream: socket.socket) -> None:
+        with self._guard:
+            late = upstream in self.late
+            self.late.discard(upstream)
+        if late:
+            time.sleep(self.hold)  # the client has given up waiting by now
 
 
 HOLD = 4.0  # seconds MinIO's answer is held (the writer waits 0.5 s for it)
