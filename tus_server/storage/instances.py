@@ -14,9 +14,8 @@ superseded are deleted in the background (`storage/chores.py`), best effort.
 
 A lock names its holder's instance (`storage/lease.py`). A request that finds an upload locked
 asks how old that instance's newest beat is, in MinIO's own clock: a LIST of
-`instances/<id>/` (a couple of names, each with its LastModified in milliseconds), then the
-time of a fresh HEAD answer, both stamped by MinIO, so no two processes' clocks are ever
-compared. An instance whose heartbeat is `TUS_HEARTBEAT_TIMEOUT` seconds old (or
+`instances/<id>/` (the newest name, with its LastModified in milliseconds), then the time of
+a fresh HEAD answer, both stamped by MinIO, so no two processes' clocks are ever compared. An instance whose heartbeat is `TUS_HEARTBEAT_TIMEOUT` seconds old (or
 gone) is dead, and its locks are taken over at once.
 
 The age read is never more than the true age, so a live instance is never judged dead by the
