@@ -168,10 +168,9 @@ class Objects:
         with storage_errors(context):
             url = self._signed_put(bucket, key, headers, query)
             pool = self.quick_http if quick else self.http
-            if timeout is not None:
-                return pool.request("PUT", url, body=body, headers=headers, retries=False,
-                                    timeout=timeout)
-            return pool.request("PUT", url, body=body, headers=headers, retries=False)
+            own_timeout = {} if timeout is None else {"timeout": timeout}  # else the pool's
+            return pool.request("PUT", url, body=body, headers=headers, retries=False,
+                                **own_timeout)
 
     def _signed_put(self, bucket: str, key: str, headers: dict, query: Optional[dict]) -> str:
         """Sign a PUT in its headers (added to `headers`), once; its URL.

@@ -67,9 +67,9 @@ class Parts:
         when the chunk's own PUT got no answer in time (module docstring). Raises WriteFenced
         when a later writer has the chunk."""
         key = self.prefix + chunk_key(self.info.filename, index + 1, total)
-        headers = self.headers(view)
+        headers = self.headers(view)  # one CRC32C of the chunk, whichever object it goes to
         if self.answer_timeout is None:  # TUS_CHUNK_ANSWER_TIMEOUT=0: stand-ins only
-            return self.put_piece(view, index * self.info.chunk_size)
+            return self.put_piece(view, index * self.info.chunk_size, headers)
         try:
             etag = self.objects.put_if(self.info.id, key, view, headers, if_none_match=True,
                                        timeout=self.answer_timeout)
@@ -78,7 +78,7 @@ class Parts:
         except StorageUnavailable as exc:
             log.warning("chunk PUT unanswered, storing a stand-in upload_id=%s chunk=%d: %s",
                         self.info.id, index + 1, exc)
-            return self.put_piece(view, index * self.info.chunk_size)
+            return self.put_piece(view, index * self.info.chunk_size, headers)
         if etag is None:
             raise WriteFenced(f"chunk {index + 1} of upload {self.info.id} was written by "
                               "another request")
@@ -92,14 +92,15 @@ class Parts:
         if found is None or current.writer != self.token:
             return None
         log.info("replacing a chunk left past the offset upload_id=%s key=%s", self.info.id, key)
-        return self.objects.put_if(self.info.id, key, view, self.headers(view), if_match=found,
+        return self.objects.put_if(self.info.id, key, view, headers, if_match=found,
                                    timeout=self.answer_timeout)
 
-    def put_piece(self, view, start: int) -> list:
-        """Store bytes from file offset `start` as a new piece; its [start, end, key, crc]."""
+    def put_piece(self, view, start: int, headers: Optional[dict] = None) -> list:
+        """Store bytes from file offset `start` as a new piece; its [start, end, key, crc].
+        `headers`: those `headers(view)` gave already (the CRC32C is not computed again)."""
         self.serial += 1
         name = piece_key(start, self.token, self.serial)
-        headers = self.headers(view)
+        headers = headers or self.headers(view)
         if self.objects.put_if(self.info.id, self.prefix + name, view, headers,
                                if_none_match=True) is None:
             raise WriteFenced(f"piece {name} of upload {self.info.id} exists")
