@@ -9,16 +9,16 @@ sees every drive (`Cluster.wait_for_writes`).
 
     python -m bench.node_loss_probe [rounds]
 
-Measured on 2026-12-02 with `python -m bench.node_loss_probe 8` (MinIO pinned in the Makefile,
-the 2-core project machine, other work running): no plain PUT failed; in 3 of the 8 kills the
-conditional ones answered `503 SlowDownWrite` (too few drives to write, though three of four
-were up) until 9.7, 4.1 and 6.3 s after the kill. The store writes every lock and state
-generation with `If-None-Match: *`, so no PATCH can move an offset in that window
-(docs/deployment.md).
+Measured on 2026-12-02 with `python -m bench.node_loss_probe 6`, every PUT sent once: plain
+and conditional PUTs fail alike (in 2 of 6 kills, 80-113 plain and 12-21 conditional 1 MiB
+PUTs answered `503 SlowDownWrite` for 7-9 s). The nginx log shows one surviving node refusing
+most writes while the other two take them. (An earlier version sent plain PUTs through
+minio-py, which retries a 503 five times on its own, and blamed conditional PUTs.) With the
+store sending a refused PUT again (`objects.REFUSED_PAUSES`), 8 kills: no PUT failed; in one
+kill a node refused 25 tries, each taken on a later try.
 """
 from __future__ import annotations
 
-import io
 import os
 import re
 import signal
@@ -63,12 +63,10 @@ def main(rounds: int) -> int:
             key = f"{name}/{serial}"
             began = time.monotonic()
             try:
-                if conditional:
-                    objects.put_in_bucket(BUCKET, key, data,
-                                          {"Content-Length": str(len(data))},
-                                          if_none_match=True)
-                else:
-                    cluster.client.put_object(BUCKET, key, io.BytesIO(data), len(data))
+                # Both kinds through the store's own PUT (no retries): minio-py's client
+                # retries a 503 five times on its own and would hide the plain PUT's failures.
+                objects.put_in_bucket(BUCKET, key, data, {"Content-Length": str(len(data))},
+                                      if_none_match=conditional)
             except Exception as exc:  # noqa: BLE001 (every failure is what we count)
                 code = getattr(exc, "code", None) or str(exc) or type(exc).__name__
                 failures.append((began, name, str(code)))
@@ -82,6 +80,7 @@ def main(rounds: int) -> int:
             cluster.wait_for_writes()
             time.sleep(1.0)
             node = cluster.nodes[round_ % len(cluster.nodes)]
+            mark = cluster.minio_log_mark()
             killed = time.monotonic()
             os.killpg(node.proc.pid, signal.SIGKILL)
             node.kill()
@@ -90,9 +89,11 @@ def main(rounds: int) -> int:
                     if killed <= at < killed + WATCH]
             by_writer = {name: sum(1 for _, n, _ in seen if n == name) for name, _, _ in WRITERS}
             last = max((at for at, name, _ in seen if name.startswith("if-")), default=None)
-            print(f"round {round_}: node {node.port} killed; failed PUTs in {WATCH:g} s: "
+            print(f"round {round_}: node {node.port} killed; PUTs failed in {WATCH:g} s: "
                   f"{by_writer}; last conditional failure at +{last} s; "
-                  f"codes {sorted({code for _, _, code in seen})}", flush=True)
+                  f"codes {sorted({code for _, _, code in seen})}; "
+                  f"answered 503 by a node (sent again by the store): "
+                  f"{refused_since(cluster, mark)}", flush=True)
             node.start(wait=False)
     finally:
         stop.set()
@@ -103,6 +104,14 @@ def main(rounds: int) -> int:
                 pass
         cluster.minio_lb.stop()
     return 0
+
+
+def refused_since(cluster: Cluster, mark: int) -> int:
+    """PUTs a node answered 503, from the MinIO balancer's access log after offset `mark`."""
+    with open(cluster.minio_lb.run_dir / "nginx-minio-access.log", "rb") as log:
+        log.seek(mark)
+        return sum(1 for line in log.read().splitlines()
+                   if b'"PUT ' in line and b'" 503 ' in line)
 
 
 if __name__ == "__main__":

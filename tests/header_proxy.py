@@ -4,15 +4,24 @@ Requests are read header block by header block (keep-alive connections carry sev
 named headers are left out and everything else, bodies included, is streamed on as it comes
 (Content-Length or chunked). Responses are piped back untouched. With `stall`, a request whose
 path matches it is read and never answered (a key stuck inside MinIO): its connection hangs
-until the client gives up. Signatures still hold: they
-cover the Host the client sent (this proxy's address), and the server's conditional PUTs sign
-only the host and `x-amz-*` headers, never the preconditions (tus_server/storage/objects.py).
+until the client gives up. A subclass may answer a request itself (`answer_instead`).
+Signatures still hold: they cover the Host the client sent (this proxy's address), and the
+server's conditional PUTs sign only the host and `x-amz-*` headers, never the preconditions
+(tus_server/storage/objects.py).
 """
 from __future__ import annotations
 
 import socket
 import threading
 from typing import Callable, Optional
+
+
+class _Discard:
+    """Where the body of a request answered by the proxy itself goes."""
+
+    @staticmethod
+    def sendall(data: bytes) -> None:
+        pass
 
 
 class HeaderStrippingProxy:
@@ -64,6 +73,11 @@ class HeaderStrippingProxy:
     def before_answer(self, upstream: socket.socket) -> None:
         pass
 
+    def answer_instead(self, request_line: bytes) -> Optional[bytes]:
+        """A whole HTTP answer to send back for this request without forwarding it (its body
+        is read and dropped), or None to forward it."""
+        return None
+
     def _requests(self, client: socket.socket, upstream: socket.socket) -> None:
         reader = client.makefile("rb")
         try:
@@ -87,12 +101,18 @@ class HeaderStrippingProxy:
                     while reader.read1(65536):
                         pass  # never answered: wait until the client closes
                     break
-                self.before_forward(request_line, upstream)
-                upstream.sendall(b"".join(head) + b"\r\n")
+                instead = self.answer_instead(request_line)
+                # The request goes to MinIO, or to nowhere when it is answered here.
+                sink = upstream if instead is None else _Discard()
+                if instead is None:
+                    self.before_forward(request_line, upstream)
+                sink.sendall(b"".join(head) + b"\r\n")
                 if chunked:
-                    self._relay_chunked(reader, upstream)
+                    self._relay_chunked(reader, sink)
                 else:
-                    self._relay(reader, upstream, length)
+                    self._relay(reader, sink, length)
+                if instead is not None:
+                    client.sendall(instead)
         except OSError:
             pass
         finally:

@@ -19,6 +19,7 @@ import collections
 import logging
 import re
 import threading
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Optional
@@ -47,6 +48,18 @@ SHA256_META = "x-amz-meta-sha256"
 # Timeouts of lock and heartbeat requests: an answer later than this says nothing useful.
 QUICK = urllib3.Timeout(connect=2.0, read=3.0)
 TIDY = urllib3.Timeout(connect=1.0, read=1.0)
+# A distributed MinIO node may refuse every write for seconds after another node died or came
+# back (503 SlowDownWrite, "too few drives": it wrote nothing, or undid what it wrote) while
+# the other nodes take them (bench/node_loss_probe.py). Such a PUT is sent again after each
+# of these pauses (s), through the balancer to whichever node it picks, then answered 503.
+WRITE_REFUSED = "SlowDownWrite"
+REFUSED_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8)
+
+
+def refused_for_quorum(response) -> bool:
+    """Did MinIO refuse this PUT before storing it (`WRITE_REFUSED`)?"""
+    return response.status == 503 and \
+        f"<Code>{WRITE_REFUSED}</Code>".encode() in (response.data or b"")
 
 
 def crc32c_b64(data) -> str:
@@ -140,7 +153,9 @@ class Objects:
         """PUT `body` to `bucket`/`key` with an S3 precondition, signed in its headers: the new
         ETag, or None when the precondition failed (404: If-Match on an object that is gone).
 
-        No retries: a retried create could find its own first attempt and call it taken.
+        Sent again only when MinIO refused it for want of drives (`REFUSED_PAUSES`): such a
+        PUT stored nothing, or MinIO undid it. No other retry: a retried create could find its
+        own first attempt and call it taken.
         """
         return self._etag_or_none(self._put(bucket, key, body, headers, if_match,
                                             if_none_match, query, context), key, context)
@@ -165,12 +180,22 @@ class Objects:
             headers["If-None-Match"] = "*"
         if if_match:
             headers["If-Match"] = f'"{if_match}"'
-        with storage_errors(context):
-            url = self._signed_put(bucket, key, headers, query)
-            pool = self.quick_http if quick else self.http
-            own_timeout = {} if timeout is None else {"timeout": timeout}  # else the pool's
-            return pool.request("PUT", url, body=body, headers=headers, retries=False,
-                                **own_timeout)
+        pool = self.quick_http if quick else self.http
+        own_timeout = {} if timeout is None else {"timeout": timeout}  # else the pool's
+        replayable = isinstance(body, (bytes, bytearray, memoryview))
+        pauses = iter(REFUSED_PAUSES)
+        while True:
+            with storage_errors(context):
+                signed = dict(headers)
+                url = self._signed_put(bucket, key, signed, query)
+                response = pool.request("PUT", url, body=body, headers=signed, retries=False,
+                                        **own_timeout)
+            pause = next(pauses, None) if replayable and refused_for_quorum(response) else None
+            if pause is None:
+                return response
+            log.info("PUT refused (%s), sent again in %.2f s upload_id=%s key=%s",
+                     WRITE_REFUSED, pause, context, key)
+            time.sleep(pause)
 
     def _signed_put(self, bucket: str, key: str, headers: dict, query: Optional[dict]) -> str:
         """Sign a PUT in its headers (added to `headers`), once; its URL.

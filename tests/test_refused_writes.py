@@ -1,0 +1,141 @@
+"""A PUT that a MinIO node refuses for want of drives (503 SlowDownWrite) is sent again.
+
+For seconds after one node of a distributed MinIO dies or comes back, another node may refuse
+every write while the rest take them (bench/node_loss_probe.py). A loopback proxy in front of
+a real MinIO answers chosen PUTs with MinIO's own 503 SlowDownWrite instead of forwarding them:
+* a chunk PUT refused twice is sent a third time and lands under its own name (no stand-in);
+* a state generation refused twice likewise: the PATCH answers 204 at the right offset;
+* a state generation refused on every try gives the client 503 with Retry-After, and the
+  client's retry (HEAD, then PATCH) finishes the upload with the right bytes;
+* a 503 with another code (a node that is starting) is not sent again by this rule.
+"""
+from __future__ import annotations
+
+import re
+import threading
+
+import pytest
+
+from tus_server.storage.objects import REFUSED_PAUSES
+
+from .header_proxy import HeaderStrippingProxy
+from .helpers import chunk_objects, create_url, head, metadata, patch, random_bytes, upload_id
+from .test_stand_ins import download
+
+CHUNK = 256 * 1024
+CHUNK_PUT = re.compile(rb"^PUT /[^ ]*\.part\d+of\d+ ")
+STATE_PUT = re.compile(rb"^PUT /[^ ]*/\.tus/info/\d+ ")
+
+
+def minio_503(code: str) -> bytes:
+    """A 503 as MinIO words it."""
+    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+            "<Message>Resource requested is unwritable, please reduce your request rate"
+            "</Message></Error>").encode()
+    return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\n"
+            b"Retry-After: 60\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+class RefusingProxy(HeaderStrippingProxy):
+    """Answers the next `refuse` PUTs whose request line matches `pattern` with a 503 `code`
+    instead of forwarding them; `refused` counts them, `forwarded` the matching PUTs that went
+    on to MinIO."""
+
+    def __init__(self, target: str, pattern: re.Pattern, code: str = "SlowDownWrite"):
+        self.pattern = pattern
+        self.code = code
+        self.refuse = 0
+        self.refused = 0
+        self.forwarded = 0
+        self._count_guard = threading.Lock()
+        super().__init__(target)
+
+    def answer_instead(self, request_line: bytes):
+        if not self.pattern.match(request_line):
+            return None
+        with self._count_guard:
+            if self.refuse <= 0:
+                self.forwarded += 1
+                return None
+            self.refuse -= 1
+            self.refused += 1
+        return minio_503(self.code)
+
+
+@pytest.fixture
+def refusing(minio, make_server):
+    proxies: list[RefusingProxy] = []
+
+    def start(pattern: re.Pattern, code: str = "SlowDownWrite"):
+        proxy = RefusingProxy(minio.endpoint, pattern, code)
+        proxies.append(proxy)
+        return proxy, make_server(chunk_size=CHUNK, minio_endpoint=proxy.endpoint)
+
+    yield start
+    for proxy in proxies:
+        proxy.close()
+
+
+def test_a_chunk_put_refused_twice_is_sent_again_and_stored_under_its_own_name(refusing):
+    proxy, server = refusing(CHUNK_PUT)
+    data = random_bytes(2 * CHUNK + 7)
+    url = create_url(server.url, len(data), metadata(filename="refused.bin"))
+    uid = upload_id(url)
+    proxy.refuse = 2
+    response = patch(url, 0, data[:CHUNK])
+    assert response.status_code == 204, response.text
+    assert response.headers["Upload-Offset"] == str(CHUNK)
+    assert (proxy.refused, proxy.forwarded) == (2, 1)
+    info = server.store.get(uid)
+    assert info.stand_ins == []  # the third try landed: no stand-in was needed
+    assert chunk_objects(server.store, uid) == {"refused.bin.part1of3": CHUNK}
+    response = patch(url, CHUNK, data[CHUNK:])
+    assert response.status_code == 204, response.text
+    assert download(url) == data
+
+
+def test_a_state_generation_refused_twice_is_sent_again(refusing):
+    proxy, server = refusing(STATE_PUT)
+    data = random_bytes(CHUNK + 100)
+    url = create_url(server.url, len(data), metadata(filename="state.bin"))
+    proxy.refuse = 2
+    response = patch(url, 0, data[:1000])
+    assert response.status_code == 204, response.text
+    assert response.headers["Upload-Offset"] == "1000"
+    assert proxy.refused == 2
+    assert head(url).headers["Upload-Offset"] == "1000"
+    response = patch(url, 1000, data[1000:])
+    assert response.status_code == 204, response.text
+    assert download(url) == data
+
+
+def test_a_state_generation_refused_on_every_try_is_a_503_and_the_retry_finishes(refusing):
+    proxy, server = refusing(STATE_PUT)
+    data = random_bytes(CHUNK + 100)
+    url = create_url(server.url, len(data), metadata(filename="gave-up.bin"))
+    tries = len(REFUSED_PAUSES) + 1
+    proxy.refuse = tries
+    response = patch(url, 0, data[:CHUNK])
+    assert response.status_code == 503, response.text
+    assert int(response.headers["Retry-After"]) >= 1
+    assert proxy.refused == tries
+    # What the client does next: ask for the offset, send the rest from there.
+    offset = int(head(url).headers["Upload-Offset"])
+    assert offset in (0, CHUNK)  # the chunk may be stored; the offset never passes the bytes
+    response = patch(url, offset, data[offset:])
+    assert response.status_code == 204, response.text
+    assert response.headers["Upload-Offset"] == str(len(data))
+    assert download(url) == data
+
+
+def test_a_503_with_another_code_is_not_sent_again(refusing):
+    proxy, server = refusing(STATE_PUT, code="XMinioServerNotInitialized")
+    data = random_bytes(1000)
+    url = create_url(server.url, len(data), metadata(filename="other.bin"))
+    proxy.refuse, proxy.forwarded = 1, 0  # the creation wrote the first generation
+    response = patch(url, 0, data)
+    assert response.status_code == 503, response.text
+    assert (proxy.refused, proxy.forwarded) == (1, 0)
+    response = patch(url, 0, data)
+    assert response.status_code == 204, response.text
+    assert download(url) == data
