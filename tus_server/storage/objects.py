@@ -56,10 +56,15 @@ WRITE_REFUSED = "SlowDownWrite"
 REFUSED_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 
+def error_code(response) -> str:
+    """The S3 error `<Code>` of an answer's body ("" when it has none)."""
+    found = re.search(rb"<Code>([^<]{1,64})</Code>", response.data or b"")
+    return found.group(1).decode(errors="replace") if found else ""
+
+
 def refused_for_quorum(response) -> bool:
     """Did MinIO refuse this PUT before storing it (`WRITE_REFUSED`)?"""
-    return response.status == 503 and \
-        f"<Code>{WRITE_REFUSED}</Code>".encode() in (response.data or b"")
+    return response.status == 503 and error_code(response) == WRITE_REFUSED
 
 
 def crc32c_b64(data) -> str:
@@ -227,8 +232,8 @@ class Objects:
             return response.headers.get("ETag", "").strip('"')
         if response.status in (404, 409, 412):
             return None
-        found = re.search(rb"<Code>([^<]{1,64})</Code>", response.data or b"")
-        code = f" {found.group(1).decode(errors='replace')}" if found else ""
+        code = error_code(response)
+        code = f" {code}" if code else ""
         log.warning("PUT answered %d%s upload_id=%s key=%s", response.status, code, context, key)
         raise StorageUnavailable(f"PUT answered {response.status}{code}")
 
