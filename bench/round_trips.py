@@ -1,4 +1,4 @@
-"""MinIO requests per tus request, counted at the store's connection pool.
+"""MinIO requests per tus request, counted at every connection pool of the store.
 
     .venv/bin/python -m bench.round_trips            # the table
     .venv/bin/python -m bench.round_trips --paths    # ...and each request's method and path
@@ -21,6 +21,8 @@ from tests.helpers import ThreadedServer, create_url, head, metadata, patch
 from tests.minio_process import ACCESS_KEY, SECRET_KEY, MinioProcess
 from tus_server.app import create_app
 from tus_server.config import Settings
+from tus_server.storage.instances import CLOCK_KEY
+from tus_server.storage.instances import PREFIX as INSTANCES_PREFIX
 from tus_server.storage.minio_backend import MinioStore
 
 
@@ -34,17 +36,28 @@ def main() -> None:
         counts: collections.Counter = collections.Counter()
         trail: list[str] = []  # "METHOD /path", in order
         sent = collections.Counter()  # body bytes sent to MinIO, by method
-        original = store.http.urlopen
+        beats = f"/{settings.system_bucket}/{INSTANCES_PREFIX}"
+        background = collections.Counter()  # heartbeats: per process, not per request
 
-        def counting(method, url, *args, **kwargs):
-            counts[method] += 1
-            trail.append(f"{method} {urlsplit(url).path}{'?' + urlsplit(url).query if urlsplit(url).query else ''}")
-            body = kwargs.get("body")
-            if body is not None and hasattr(body, "__len__"):
-                sent[method] += len(body)
-            return original(method, url, *args, **kwargs)
+        def counting(original):
+            def urlopen(method, url, *args, **kwargs):
+                path, query = urlsplit(url).path, urlsplit(url).query
+                if path.startswith(beats) or path == f"/{settings.system_bucket}/{CLOCK_KEY}" \
+                        or "prefix=" + INSTANCES_PREFIX.rstrip("/") in query:
+                    background[method] += 1
+                    return original(method, url, *args, **kwargs)
+                counts[method] += 1
+                trail.append(f"{method} {path}{'?' + query if query else ''}")
+                body = kwargs.get("body")
+                if body is not None and hasattr(body, "__len__"):
+                    sent[method] += len(body)
+                return original(method, url, *args, **kwargs)
+            return urlopen
 
-        store.http.urlopen = counting
+        # Every pool the store sends through: the main one, and the short-timeout ones the
+        # lock, the heartbeat and the tidying use.
+        for pool in (store.objects.http, store.objects.quick_http, store.objects.tidy_http):
+            pool.urlopen = counting(pool.urlopen)
 
         def measure(label: str, call) -> None:
             before, first = dict(counts), len(trail)
@@ -68,6 +81,8 @@ def main() -> None:
         measure("POST (creation)", lambda: requests.post(
             server.url + "/files/", headers={"Tus-Resumable": "1.0.0", "Upload-Length": "10"}))
         tiny_patches(server.url, counts, sent)
+        print(f"\nheartbeats meanwhile (one process, not counted above): "
+              + ", ".join(f"{n} {m}" for m, n in sorted(background.items())))
         server.stop()
     finally:
         minio.stop()

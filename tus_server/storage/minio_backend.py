@@ -124,15 +124,26 @@ class MinioStore:
         """The upload's info; with `settle_writer`, first ask a running PATCH to hand over, so
         the offset includes what it received (HEAD)."""
         if settle_writer:
-            settle(self.objects, upload_id, self.settings.handover_wait, self.instances)
+            try:
+                settle(self.objects, upload_id, self.settings.handover_wait, self.instances)
+            except UploadLocked:
+                self._read_info(upload_id)  # removed: 404, whatever its lock still says
+                raise
         return self._read_info(upload_id)
 
     @contextmanager
     def locked(self, upload_id: str, wait: Optional[float] = None, keep_lock_object: bool = False):
-        """Hold the upload against other requests in this and other processes (hand-over)."""
+        """Hold the upload against other requests in this and other processes (hand-over).
+
+        A lock that stays busy on an upload that was removed is a 404, not a 423: a hand-over
+        request that landed as the upload was deleted may name a holder that already left."""
         wait = self.settings.handover_wait if wait is None else wait
-        lease = Lease(self.objects, upload_id, self.settings.lock_lease,
-                      self.instances).acquire(wait)
+        try:
+            lease = Lease(self.objects, upload_id, self.settings.lock_lease,
+                          self.instances).acquire(wait)
+        except UploadLocked:
+            self._read_info(upload_id)
+            raise
         try:
             yield lease
         finally:
@@ -250,7 +261,11 @@ class MinioStore:
 
     def terminate(self, upload_id: str) -> None:
         bucket = self._location(upload_id)[0]
-        with self.locked(upload_id, keep_lock_object=True):
+        # In the bucket layout the lock goes with the bucket. In the prefix layout the
+        # tombstone stays, and so does one `released` generation: a hand-over request that
+        # another process wrote after the deletion listed the lock is answered by it, instead
+        # of making the upload look busy (423) for `UNANSWERED` seconds.
+        with self.locked(upload_id, keep_lock_object=self.settings.layout == "bucket"):
             info = self._read_info(upload_id)
             # A tombstone first: reads answer 404 from now on, and a stalled writer's later
             # generations land below it (or hit its number and stop).
