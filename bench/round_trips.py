@@ -12,17 +12,16 @@ import collections
 import os
 import sys
 import tempfile
-from urllib.parse import urlsplit
+import time
 from pathlib import Path
 
 import requests
 
 from tests.helpers import ThreadedServer, create_url, head, metadata, patch
 from tests.minio_process import ACCESS_KEY, SECRET_KEY, MinioProcess
+from tests.request_counter import MinioRequests
 from tus_server.app import create_app
 from tus_server.config import Settings
-from tus_server.storage.instances import CLOCK_KEY
-from tus_server.storage.instances import PREFIX as INSTANCES_PREFIX
 from tus_server.storage.minio_backend import MinioStore
 
 
@@ -33,72 +32,62 @@ def main() -> None:
                             minio_secret_key=SECRET_KEY, cleanup_interval=0)
         store = MinioStore(settings)
         server = ThreadedServer(create_app(settings, store))
-        counts: collections.Counter = collections.Counter()
-        trail: list[str] = []  # "METHOD /path", in order
-        sent = collections.Counter()  # body bytes sent to MinIO, by method
-        beats = f"/{settings.system_bucket}/{INSTANCES_PREFIX}"
-        background = collections.Counter()  # heartbeats: per process, not per request
-
-        def counting(original):
-            def urlopen(method, url, *args, **kwargs):
-                path, query = urlsplit(url).path, urlsplit(url).query
-                if path.startswith(beats) or path == f"/{settings.system_bucket}/{CLOCK_KEY}" \
-                        or "prefix=" + INSTANCES_PREFIX.rstrip("/") in query:
-                    background[method] += 1
-                    return original(method, url, *args, **kwargs)
-                counts[method] += 1
-                trail.append(f"{method} {path}{'?' + query if query else ''}")
-                body = kwargs.get("body")
-                if body is not None and hasattr(body, "__len__"):
-                    sent[method] += len(body)
-                return original(method, url, *args, **kwargs)
-            return urlopen
-
-        # Every pool the store sends through: the main one, and the short-timeout ones the
-        # lock, the heartbeat and the tidying use.
-        for pool in (store.objects.http, store.objects.quick_http, store.objects.tidy_http):
-            pool.urlopen = counting(pool.urlopen)
+        counter = MinioRequests(store)
 
         def measure(label: str, call) -> None:
-            before, first = dict(counts), len(trail)
+            first = len(counter.trail)
             status = call().status_code
-            diff = {k: v - before.get(k, 0) for k, v in counts.items() if v - before.get(k, 0)}
+            diff = collections.Counter(line.split()[0] for line in counter.since(first))
             print(f"| {label} | {status} | {sum(diff.values())} | "
                   + ", ".join(f"{n} {m}" for m, n in sorted(diff.items())) + " |")
-            if "--paths" in sys.argv[1:]:
-                print("\n".join(f"|   | | | `{line[:110]}` |" for line in trail[first:]))
+            if "--paths" in sys.argv[1:] and counter.since(first):
+                print("\n".join(f"|   | | | `{line[:110]}` |" for line in counter.since(first)))
 
-        size = settings.chunk_size
-        data = os.urandom(3 * size)
+        size, mib = settings.chunk_size, 2 ** 20
+        data = os.urandom(4 * size)
         url = create_url(server.url, len(data), metadata(filename="x.bin"))
         print("| tus request | status | MinIO requests | which |\n| --- | --- | ---: | --- |")
-        measure("PATCH of 5 MiB at a chunk boundary", lambda: patch(url, 0, data[:size]))
-        measure("PATCH of 1 MiB at a chunk boundary", lambda: patch(url, size, data[size:size + 2**20]))
-        measure("PATCH of 1 MiB inside a chunk", lambda: patch(url, size + 2**20, data[size + 2**20:size + 2**21]))
-        measure("HEAD", lambda: head(url))
-        measure("PATCH of the last 8 MiB (2 chunks, finishes)", lambda: patch(url, size + 2**21, data[size + 2**21:]))
-        measure("GET of the 15 MiB file (3 chunks)", lambda: requests.get(url))
+        measure("first PATCH of 5 MiB (takes the lock)", lambda: patch(url, 0, data[:size]))
+        measure("next PATCH of 5 MiB (lock kept)", lambda: patch(url, size, data[size:2 * size]))
+        measure("PATCH of 1 MiB inside a chunk (lock kept)",
+                lambda: patch(url, 2 * size, data[2 * size:2 * size + mib]))
+        measure("HEAD (lock kept: answered from its state)", lambda: head(url))
+        measure(f"after {settings.lock_keep:g} s idle, the kept lock's release "
+                "(no tus request)", lambda: _idle(settings.lock_keep + 0.5))
+        measure("HEAD (nothing kept)", lambda: head(url))
+        measure("PATCH of the last 14 MiB (3 chunks, finishes)",
+                lambda: patch(url, 2 * size + mib, data[2 * size + mib:]))
+        measure("GET of the 20 MiB file (4 chunks)", lambda: requests.get(url))
         measure("POST (creation)", lambda: requests.post(
             server.url + "/files/", headers={"Tus-Resumable": "1.0.0", "Upload-Length": "10"}))
-        tiny_patches(server.url, counts, sent)
-        print(f"\nheartbeats meanwhile (one process, not counted above): "
-              + ", ".join(f"{n} {m}" for m, n in sorted(background.items())))
+        tiny_patches(server.url, counter)
+        print("\nheartbeats meanwhile (one process, not counted above): "
+              + ", ".join(f"{n} {m}" for m, n in sorted(counter.background.items())))
         server.stop()
     finally:
         minio.stop()
 
 
-def tiny_patches(base_url: str, counts: collections.Counter, sent: collections.Counter) -> None:
+class _Idle:
+    status_code = "-"
+
+
+def _idle(seconds: float) -> _Idle:
+    time.sleep(seconds)
+    return _Idle()
+
+
+def tiny_patches(base_url: str, counter: MinioRequests) -> None:
     """The audit's write amplification figure: 40 one-byte PATCHes after 4 MiB (the upload is
     one byte longer, so that no PATCH finishes it)."""
     data = os.urandom(4 * 2**20 + 40)
     url = create_url(base_url, len(data) + 1, metadata(filename="tiny.bin"))
     assert patch(url, 0, data[:4 * 2**20]).status_code == 204
-    before_bytes, before_requests = sum(sent.values()), sum(counts.values())
+    before_bytes, first = sum(counter.sent.values()), len(counter.trail)
     for offset in range(4 * 2**20, len(data)):
         assert patch(url, offset, data[offset:offset + 1]).status_code == 204
-    requests_made = sum(counts.values()) - before_requests
-    print(f"\n40 one-byte PATCHes after 4 MiB: {sum(sent.values()) - before_bytes} bytes "
+    requests_made = len(counter.since(first))
+    print(f"\n40 one-byte PATCHes after 4 MiB: {sum(counter.sent.values()) - before_bytes} bytes "
           f"sent to MinIO, {requests_made} MinIO requests ({requests_made / 40:.1f} per PATCH)")
 
 

@@ -22,6 +22,7 @@ import requests
 from tus_server.app import create_app
 from tus_server.config import Settings
 from tus_server.storage.minio_backend import MinioStore
+from tus_server.storage import kept_locks
 
 from .helpers import ThreadedServer
 from .minio_process import ACCESS_KEY, ROOT, SECRET_KEY, MinioProcess, free_port
@@ -136,6 +137,7 @@ def clean_storage(request):
     yield
     if store is not None:
         try:
+            kept_locks.release_all()  # before the wipe, so no release lands after it
             _remove_everything(store)
         except Exception:  # MinIO may have been stopped by the test itself
             pass
@@ -207,6 +209,7 @@ class GunicornServer:
             "TUS_EXPIRATION": str(s.expiration), "TUS_MAX_SIZE": str(s.max_size),
             "TUS_LOCK_LEASE": str(s.lock_lease), "TUS_RETRY_AFTER": str(s.retry_after),
             "TUS_HANDOVER_WAIT": str(s.handover_wait), "TUS_BODY_TIMEOUT": str(s.body_timeout),
+            "TUS_LOCK_KEEP": str(s.lock_keep),
             "TUS_SHUTDOWN_TIMEOUT": str(s.shutdown_timeout),
             "TUS_CHUNK_ANSWER_TIMEOUT": str(s.chunk_answer_timeout),
         })
@@ -243,6 +246,10 @@ class GunicornServer:
             os.killpg(self.proc.pid, sig)
             self.proc.wait(timeout=20)
         self.proc = None
+
+    def send_signal(self, sig: int) -> None:
+        """`sig` to the master and its workers (SIGSTOP, SIGCONT), without waiting."""
+        os.killpg(self.proc.pid, sig)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from tus_server.config import ConfigError, Settings
 from tus_server.storage.instances import PREFIX as INSTANCES_PREFIX
 from tus_server.storage.instances import Instances, request_time
 from tus_server.storage.lease import current as current_lock
-from tus_server.storage.lease import write_generation
+from tus_server.storage.lease import answer_late_requests, write_generation
 from tus_server.storage.store import UploadNotFound
 
 from .helpers import (
@@ -91,31 +91,35 @@ def test_upload_created_on_a_patched_on_b_is_seen_on_a(two_instances):
     assert head(url_a).status_code == 404
 
 
-def test_a_handover_request_that_outlives_a_delete_leaves_the_upload_missing(two_instances,
+def test_a_handover_request_that_outlives_a_delete_leaves_the_upload_missing(gunicorn_server,
                                                                              store, settings):
     """CI saw it: instance a's digest pass asked b's DELETE to hand over, and its `release`
     generation landed after the deletion had listed the lock; a HEAD then answered 423 for
-    20 s (a live instance's holder that never answers) instead of 404. The deletion now
-    answers such a request in the prefix layout; in the bucket layout nothing can land."""
-    a, b = two_instances
+    20 s (a live instance's holder that never answers) instead of 404. In the bucket layout
+    nothing can land; in the prefix layout a request that waits on such a generation answers
+    404 once its wait is over, and the deletion answers one that it sees with `released`."""
+    a = gunicorn_server(chunk_size=CHUNK, handover_wait=1.0)
+    b = gunicorn_server(chunk_size=CHUNK, handover_wait=1.0)
     url_a = create_url(a.url, 10, metadata(filename="gone.bin"))
     uid = upload_id(url_a)
     url_b = b.url + "/files/" + uid
     assert patch(url_a, 0, b"0123456789").status_code == 204
     assert requests.delete(url_b, headers=TUS).status_code == 204
     # The late request, as the race leaves it: it names a holder of a live instance (this
-    # test's own heartbeat), above whatever the deletion left of the lock.
+    # test's own heartbeat).
     live = Instances(store.objects, settings).own_id()
-    newest = current_lock(store.objects, uid) if settings.layout == "prefix" else None
     if settings.layout == "bucket":
         with pytest.raises(UploadNotFound):
-            write_generation(store.objects, uid, newest, "release", "gone-holder", live,
+            write_generation(store.objects, uid, None, "release", "gone-holder", live,
                              skip=False)
     else:
-        assert newest is not None and newest.state == "released", newest
-        assert write_generation(store.objects, uid, newest, "release", "gone-holder", live,
+        assert current_lock(store.objects, uid) is None  # the deletion left no lock object
+        assert write_generation(store.objects, uid, None, "release", "gone-holder", live,
                                 skip=False) is not None
-        assert current_lock(store.objects, uid).state == "release"
+        assert head(url_a).status_code == 404
+        assert patch(url_b, 10, b"x").status_code == 404
+        answer_late_requests(store.objects, uid)
+        assert current_lock(store.objects, uid).state == "released"
     for url in (url_a, url_b):
         assert head(url).status_code == 404
         assert patch(url, 10, b"x").status_code == 404

@@ -222,6 +222,9 @@ class Settings:
     # Seconds a request waits for the holder of a busy upload to hand it over (the holder
     # stores what it has and lets go) before answering 423 Locked.
     handover_wait: float = 5.0
+    # Seconds a PATCH that leaves its upload unfinished keeps the lock and the state for the
+    # next PATCH through this process (storage/kept_locks.py; 0 = released at once).
+    lock_keep: float = 0.5
     # Seconds between this process's heartbeat writes (storage/instances.py; 0 = none, locks
     # of a dead process then wait out the lease), and the heartbeat age, by MinIO's clock,
     # at which a process counts as dead and its locks are taken over.
@@ -324,6 +327,7 @@ class Settings:
             bucket=env.get("TUS_BUCKET", defaults.bucket),
             lock_lease=_int(env, "TUS_LOCK_LEASE", defaults.lock_lease, 1),
             handover_wait=_float(env, "TUS_HANDOVER_WAIT", defaults.handover_wait),
+            lock_keep=_float(env, "TUS_LOCK_KEEP", defaults.lock_keep),
             heartbeat_interval=_float(env, "TUS_HEARTBEAT_INTERVAL",
                                       defaults.heartbeat_interval),
             heartbeat_timeout=_float(env, "TUS_HEARTBEAT_TIMEOUT", defaults.heartbeat_timeout,

@@ -65,7 +65,9 @@ def post_worker_init(worker):
 
 def worker_exit(server, worker):
     from tus_server.storage.instances import stop_all
+    from tus_server.storage.kept_locks import release_all
 
+    release_all()  # while the heartbeat still says this worker is alive
     stop_all()
 
 

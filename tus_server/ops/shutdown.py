@@ -22,6 +22,7 @@ log = logging.getLogger("tus_server")
 
 def stop_uploads(timeout: float) -> None:
     from ..http import body  # lazily: ops sits below the HTTP layer
+    from ..storage import kept_locks
 
     started = time.monotonic()
     running = body.stop_all("shutdown")
@@ -31,6 +32,9 @@ def stop_uploads(timeout: float) -> None:
         log.warning("shutting down: uploads still running after %.1f s", timeout)
     if running:
         log.info("shutting down: uploads stored in %.2f s", time.monotonic() - started)
+    released = kept_locks.release_all()  # other instances need not ask for these
+    if released:
+        log.info("shutting down: released %d kept upload locks", released)
 
 
 def install(worker, settings: Settings | None = None) -> None:

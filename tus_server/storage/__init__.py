@@ -5,6 +5,7 @@
     objects   the S3 requests themselves: conditional PUTs, reads, errors
     lease     the per-upload lock (write-once generations) and the hand-over between requests
     lock_generations  the lock's generation objects: key, label, one look, one write
+    kept_locks  a PATCH's lock and state kept a moment for the client's next PATCH
     instances the per-process heartbeats that say whether a lock's holder is alive
     chores    best-effort background tidying (lock generations a release could not delete, heartbeats)
     writer    a PATCH body cut into chunk objects, every write fenced

@@ -24,12 +24,15 @@ GARBAGE_BATCH = 8
 
 class Commits:
     def __init__(self, objects: Objects, generations: Generations, info: UploadInfo,
-                 token: str, lease_seconds: float):
+                 token: str, lease_seconds: float, started: Optional[float] = None):
         self.objects = objects
         self.generations = generations
         self.token = token
         self.lease_seconds = lease_seconds
-        self.started = time.monotonic()
+        # When the lock was last seen ours: the request's start, or the last look of a kept
+        # lock's keeper (kept_locks.py), whichever is earlier.
+        now = time.monotonic()
+        self.started = now if started is None else min(now, started)
         self.base = info.version or 0  # the generation the writer started from
         self.seen = max(info.seen, self.base)  # the highest generation number it has seen
         self.last: Optional[int] = None  # the newest generation it committed

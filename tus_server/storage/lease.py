@@ -27,7 +27,8 @@ retired, and a background chore (`storage/chores.py`) writes `released` over it 
 
 Validity: a `held` generation that names an instance is valid while that instance's heartbeat
 is fresh, with no renewal write: a PATCH costs one PUT to take and one to release, whatever
-it lasts. A generation without an instance (heartbeats off or unwritable) is a lease of
+it lasts, and a PATCH that leaves its upload unfinished keeps the lock a moment for the next
+one (`kept_locks.py`), which then costs neither. A generation without an instance (heartbeats off or unwritable) is a lease of
 `TUS_LOCK_LEASE` seconds, renewed by a new `held` generation every third of it. Two backstops
 free a lock whose holder left without a `released` generation (its PUT lost): in the holder's
 own process, a holder that is no longer held here; elsewhere, a `release` request that stayed
@@ -137,7 +138,14 @@ class Lease:
         self.holder = uuid.uuid4().hex
         self.generation: Optional[Generation] = None
         self.stop_reason: Optional[str] = None
+        # time.monotonic() when a look last found the lock ours (taken, or the keeper's poll)
+        self.confirmed: Optional[float] = None
         self.on_stop: Optional[Callable[[str], None]] = None
+        # Set by a request that wants the lock kept after it, with the state it committed
+        # (kept_locks.py); None: released at the end of the request.
+        self.keep_with = None
+        # After `release`: was a hand-over request the newest generation (somebody asked)?
+        self.asked_for = False
         self._guard = threading.Lock()
         self._done = threading.Event()
         self._keeper: Optional[threading.Thread] = None
@@ -162,11 +170,13 @@ class Lease:
             self.instance = self.instances.own_id()
         asked, failures = None, 0
         while True:
+            looked = time.monotonic()
             try:
                 newest = current(self.objects, self.upload_id)
                 if newest is None or nobody_writing(newest, self.instances):
                     self.generation = self._write(newest, "held")
                     if self.generation is not None:
+                        self.confirmed = looked
                         if newest is not None and newest.state != "released":
                             log.warning("took over stale lock upload_id=%s instance=%s",
                                         self.upload_id, newest.instance)
@@ -214,10 +224,11 @@ class Lease:
         lock without an instance."""
         while not self._done.wait(self._poll_interval() * random.uniform(0.75, 1.25)) \
                 and not self.lost:
-            mine = self.generation
+            mine, looked = self.generation, time.monotonic()
             try:
                 newest = current(self.objects, self.upload_id)
                 if newest == mine:
+                    self.confirmed = looked
                     if not self.instance and \
                             mine.expires - time.time() < self.lease_seconds * 2 / 3:
                         # A renewal whose fate is unknown needs no retiring: it is ours too.
@@ -255,19 +266,23 @@ class Lease:
             _held.pop(self.holder, None)
         if keep_object or self.generation is None or self.lost:
             return
+        seen: list = []
         try:
             if not release_holder(self.objects, self.upload_id, self.holder,
-                                  mine=self.generation):
+                                  mine=self.generation, seen=seen):
                 retire(self.objects, self.upload_id, self.holder)
         except UploadNotFound:
             pass
         except StoreError:
             retire(self.objects, self.upload_id, self.holder)
             log.warning("could not release lock upload_id=%s", self.upload_id)
+        finally:
+            self.asked_for = "release" in seen
 
 
 def release_holder(objects: Objects, upload_id: str, holder: str, tries: int = 3,
-                   mine: Optional[Generation] = None) -> bool:
+                   mine: Optional[Generation] = None,
+                   seen: Optional[list] = None) -> bool:
     """Write `released` above the newest generation if that one names `holder`; True when
     the lock does not name it any more. `mine`: the holder's own generation, newer than
     whatever a LIST that lags behind it shows.
@@ -275,7 +290,8 @@ def release_holder(objects: Objects, upload_id: str, holder: str, tries: int = 3
     The generations it superseded are deleted before it returns (one request, given up after
     a second; then a background chore retries): a request answered after a release leaves
     the lock as one `released` generation, and a later request that takes no lock (a 409, a
-    HEAD) finds the upload's objects as they were."""
+    HEAD) finds the upload's objects as they were. `seen` gets the state of each generation
+    naming `holder` that was found newest ("release": somebody had asked for the upload)."""
     bucket, prefix = objects.location(upload_id)
     for _ in range(tries):
         newest, listed = look(objects, upload_id, PRUNE_LIST)
@@ -284,6 +300,8 @@ def release_holder(objects: Objects, upload_id: str, holder: str, tries: int = 3
             listed.append((prefix + LOCK_PREFIX + mine.name(), mine.number))
         if newest is None or newest.holder != holder or newest.state == "released":
             return True
+        if seen is not None:
+            seen.append(newest.state)
         written = write_generation(objects, upload_id, newest, "released", holder,
                                    newest.instance)
         if written is not None:
@@ -319,6 +337,21 @@ def ask_to_release(objects: Objects, upload_id: str, held: Generation) -> None:
     # A 412 (a newer generation meanwhile) needs nothing: the waiter looks again anyway.
     write_generation(objects, upload_id, held, "release", held.holder, held.instance,
                      held.expires, skip=False)
+
+
+def answer_late_requests(objects: Objects, upload_id: str) -> None:
+    """After a deletion removed the lock's generations: a hand-over request that another
+    process wrote while the deletion listed them would make the removed upload look busy
+    (423, for `UNANSWERED` seconds); a `released` above it answers it. Nothing is written
+    when nothing came late (the usual case: the deletion leaves no lock object)."""
+    try:
+        newest = current(objects, upload_id)
+        if newest is not None and newest.state != "released":
+            write_generation(objects, upload_id, newest, "released", newest.holder,
+                             newest.instance, skip=False)
+    except StoreError as exc:  # a request that waits on it answers 404 after its wait
+        log.info("late lock request after deletion not answered upload_id=%s: %s",
+                 upload_id, exc)
 
 
 def settle(objects: Objects, upload_id: str, wait: float,

@@ -43,7 +43,8 @@ from .layout import (  # noqa: F401  (names tests and tools import from here)
     index_marker,
 )
 from .instances import Instances
-from .lease import Lease, settle
+from .kept_locks import KeptLocks
+from .lease import Lease, answer_late_requests, settle
 from .objects import Objects, storage_errors
 from .parts import Parts, finished_garbage, fold
 from .reader import ChunkReader
@@ -79,6 +80,7 @@ class MinioStore:
         self._reader = ChunkReader(self.objects, self._read_info)
         self._digests = DigestPasses(self._digest_pass)
         self._settles = DigestPasses(self._settle_pass, workers=1)
+        self._kept = KeptLocks(settings.lock_keep)
         self._shared_bucket_ready = False
         # Called with the info of every upload `terminate` removed, whatever asked for it (a
         # DELETE, a hook, the sweeper): the usage records forget it (storage/usage.py).
@@ -123,6 +125,9 @@ class MinioStore:
     def get(self, upload_id: str, settle_writer: bool = False) -> UploadInfo:
         """The upload's info; with `settle_writer`, first ask a running PATCH to hand over, so
         the offset includes what it received (HEAD)."""
+        kept = self._kept.info(upload_id)
+        if kept is not None:  # the lock is ours and idle: nothing runs, nobody else commits
+            return kept
         if settle_writer:
             try:
                 settle(self.objects, upload_id, self.settings.handover_wait, self.instances)
@@ -138,15 +143,21 @@ class MinioStore:
         A lock that stays busy on an upload that was removed is a 404, not a 423: a hand-over
         request that landed as the upload was deleted may name a holder that already left."""
         wait = self.settings.handover_wait if wait is None else wait
-        try:
-            lease = Lease(self.objects, upload_id, self.settings.lock_lease,
-                          self.instances).acquire(wait)
-        except UploadLocked:
-            self._read_info(upload_id)
-            raise
+        lease = self._kept.take(upload_id)
+        if lease is None:
+            try:
+                lease = Lease(self.objects, upload_id, self.settings.lock_lease,
+                              self.instances).acquire(wait)
+            except UploadLocked:
+                self._read_info(upload_id)
+                raise
+        lease.keep_with = None
         try:
             yield lease
-        finally:
+        except BaseException:
+            lease.release(keep_object=keep_lock_object)
+            raise
+        if lease.keep_with is None or not self._kept.keep(lease, lease.keep_with):
             lease.release(keep_object=keep_lock_object)
 
     def write(self, upload_id: str, offset: int, stream: BinaryIO, length_hint: Optional[int],
@@ -183,6 +194,8 @@ class MinioStore:
                                  verifier, hasher)
             try:
                 result = writer.run(stream, room)
+                if not result.interrupted:  # a body cut short: its client may be gone
+                    lease.keep_with = result.info
             except WriteFenced:
                 self._hashes.drop(upload_id)
                 if writer.committed == offset:  # nothing of ours counted: did the offset move?
@@ -261,11 +274,7 @@ class MinioStore:
 
     def terminate(self, upload_id: str) -> None:
         bucket = self._location(upload_id)[0]
-        # In the bucket layout the lock goes with the bucket. In the prefix layout the
-        # tombstone stays, and so does one `released` generation: a hand-over request that
-        # another process wrote after the deletion listed the lock is answered by it, instead
-        # of making the upload look busy (423) for `UNANSWERED` seconds.
-        with self.locked(upload_id, keep_lock_object=self.settings.layout == "bucket"):
+        with self.locked(upload_id, keep_lock_object=True):
             info = self._read_info(upload_id)
             # A tombstone first: reads answer 404 from now on, and a stalled writer's later
             # generations land below it (or hit its number and stop).
@@ -287,6 +296,8 @@ class MinioStore:
                     except S3Error as exc:  # a stalled writer put an object meanwhile
                         if exc.code != "BucketNotEmpty" or attempt == 2:
                             raise
+        if self.settings.layout == "prefix":  # in the bucket layout the lock went with it
+            answer_late_requests(self.objects, upload_id)
         self._hashes.drop(upload_id)
         for listener in self.on_terminated:
             try:

@@ -83,7 +83,8 @@ class ChunkWriter:
         self.token = uuid.uuid4().hex
         self.size = info.chunk_size
         self.total = chunk_count(info.length, self.size) if info.length is not None else None
-        self.commits = Commits(objects, generations, info, self.token, settings.lock_lease)
+        self.commits = Commits(objects, generations, info, self.token, settings.lock_lease,
+                               started=getattr(lease, "confirmed", None))
         self.parts = Parts(objects, generations, info, self.token, self._claim)
         self.free: queue.Queue = queue.Queue()
         self.full: queue.Queue = queue.Queue()
