@@ -46,7 +46,7 @@ from typing import Optional
 
 import urllib3
 from ..config import Settings
-from . import chores
+from . import chores, pokes
 from .objects import QUICK, Objects
 from .system import SystemBucket
 
@@ -82,6 +82,7 @@ class Heartbeat:
         self._body = json.dumps({"instance": self.id, "host": socket.gethostname(),
                                  "pid": self.pid, "started": time.time()}).encode()
         self._stop = threading.Event()
+        self._pokes: Optional[pokes.Listener] = None
         self._failing = False
         self._thread = threading.Thread(target=self._run, name="tus-heartbeat", daemon=True)
 
@@ -90,6 +91,10 @@ class Heartbeat:
         SystemBucket(self.objects, self.bucket).ensure()
         self._beat()
         self._thread.start()
+        try:
+            self._pokes = pokes.Listener(self.id, pokes.dispatch)
+        except OSError as exc:  # no socket here: hand-overs wait for the keeper's own look
+            log.info("no poke socket for instance=%s (%s)", self.id, exc)
         return self
 
     def _beat(self) -> None:
@@ -152,6 +157,8 @@ class Heartbeat:
     def stop(self) -> None:
         """End the thread and delete the beats (other instances then see this one gone)."""
         self._stop.set()
+        if self._pokes is not None:
+            self._pokes.stop()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         try:

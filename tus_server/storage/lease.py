@@ -28,13 +28,14 @@ retired, and a background chore (`storage/chores.py`) writes `released` over it 
 Validity: a `held` generation that names an instance is valid while that instance's heartbeat
 is fresh, with no renewal write: a PATCH costs one PUT to take and one to release, whatever
 it lasts, and a PATCH that leaves its upload unfinished keeps the lock a moment for the next
-one (`kept_locks.py`), which then costs neither. A generation without an instance (heartbeats off or unwritable) is a lease of
-`TUS_LOCK_LEASE` seconds, renewed by a new `held` generation every third of it. Two backstops
-free a lock whose holder left without a `released` generation (its PUT lost): in the holder's
-own process, a holder that is no longer held here; elsewhere, a `release` request that stayed
-the newest generation for `UNANSWERED` seconds. The lock gives
-fairness and hand-over, not safety: a holder may stall at any moment, and only the fenced
-writes in `writer.py` keep a stale holder from changing what a later one stored.
+one (`kept_locks.py`), which then costs neither. A generation without an instance
+(heartbeats off or unwritable) is a lease of `TUS_LOCK_LEASE` seconds, renewed by a new
+`held` generation every third of it. Two backstops free a lock whose holder left without a
+`released` generation (its PUT lost): in the holder's own process, a holder that is no longer
+held here; elsewhere, a `release` request that stayed the newest generation for `UNANSWERED`
+seconds. The lock gives fairness and hand-over, not safety: a holder may stall at any
+moment, and only the fenced writes in `writer.py` keep a stale holder from changing what a
+later one stored.
 
 Hand-over (as tusd does it): a request that finds the lock held by a live holder tells it
 directly when the holder is in this process, or else writes a `release` generation naming
@@ -57,7 +58,7 @@ import time
 import uuid
 from typing import Callable, Optional
 
-from . import chores
+from . import chores, pokes
 from .instances import Instances
 from .layout import LOCK_PREFIX
 from .lock_generations import (  # noqa: F401  (re-exported: the lock's readers import them here)
@@ -148,6 +149,7 @@ class Lease:
         self.asked_for = False
         self._guard = threading.Lock()
         self._done = threading.Event()
+        self._look_now = threading.Event()  # set to end the keeper's wait: done, or a poke
         self._keeper: Optional[threading.Thread] = None
 
     # ----------------------------------------------------------------- taking the lock
@@ -222,8 +224,11 @@ class Lease:
     def _keep(self) -> None:
         """Poll for a newer generation (a hand-over request, or a takeover); renew only a
         lock without an instance."""
-        while not self._done.wait(self._poll_interval() * random.uniform(0.75, 1.25)) \
-                and not self.lost:
+        while True:
+            self._look_now.wait(self._poll_interval() * random.uniform(0.75, 1.25))
+            self._look_now.clear()
+            if self._done.is_set() or self.lost:
+                return
             mine, looked = self.generation, time.monotonic()
             try:
                 newest = current(self.objects, self.upload_id)
@@ -260,6 +265,7 @@ class Lease:
         """Let go: one `released` generation (none with `keep_object`: the upload is gone).
         When MinIO does not take it, the holder is retired and a chore retries."""
         self._done.set()
+        self._look_now.set()
         if self._keeper is not None:
             self._keeper.join(timeout=5)
         with _held_guard:
@@ -335,8 +341,20 @@ def ask_to_release(objects: Objects, upload_id: str, held: Generation) -> None:
         local.request_release()
         return
     # A 412 (a newer generation meanwhile) needs nothing: the waiter looks again anyway.
-    write_generation(objects, upload_id, held, "release", held.holder, held.instance,
-                     held.expires, skip=False)
+    if write_generation(objects, upload_id, held, "release", held.holder, held.instance,
+                        held.expires, skip=False) is not None:
+        pokes.send(held.instance, upload_id)  # on this machine: its keeper looks at once
+
+
+def _poked(upload_id: str) -> None:
+    """Another process asked for `upload_id`: the keepers of its leases here look now."""
+    with _held_guard:
+        leases = [lease for lease in _held.values() if lease.upload_id == upload_id]
+    for lease in leases:
+        lease._look_now.set()
+
+
+pokes.handler = _poked
 
 
 def answer_late_requests(objects: Objects, upload_id: str) -> None:
