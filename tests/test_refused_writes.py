@@ -139,3 +139,40 @@ def test_a_503_with_another_code_is_not_sent_again(refusing):
     response = patch(url, 0, data)
     assert response.status_code == 204, response.text
     assert download(url) == data
+
+
+PIECE_GET = re.compile(rb"^GET /[^ ]*/\.tus/pieces/")
+
+
+def test_a_piece_read_back_that_a_node_refuses_for_a_while_is_read_again(refusing):
+    """A PATCH that fills the chunk reads the earlier PATCH's piece back; a node that just
+    rejoined may answer 503 for seconds. The piece is read again (with pauses) before the
+    PATCH gives up, so the client sees a 204, not a 503 and a retry."""
+    proxy, server = refusing(PIECE_GET)
+    data = random_bytes(2 * CHUNK)
+    url = create_url(server.url, len(data), metadata(filename="piece.bin"))
+    assert patch(url, 0, data[:1000]).status_code == 204  # stored as a piece
+    proxy.refuse = 5  # minio-py tries each GET 3 times: the second read's retry gets it
+    response = patch(url, 1000, data[1000:CHUNK + 10])
+    assert response.status_code == 204, response.text
+    assert response.headers["Upload-Offset"] == str(CHUNK + 10)
+    assert proxy.refused == 5 and proxy.forwarded >= 1
+    assert patch(url, CHUNK + 10, data[CHUNK + 10:]).status_code == 204
+    assert download(url) == data
+
+
+def test_a_piece_that_stays_unreadable_is_a_503_and_the_retry_finishes(refusing):
+    proxy, server = refusing(PIECE_GET)
+    data = random_bytes(2 * CHUNK)
+    url = create_url(server.url, len(data), metadata(filename="piece-gone.bin"))
+    assert patch(url, 0, data[:1000]).status_code == 204
+    proxy.refuse = 1000
+    response = patch(url, 1000, data[1000:CHUNK + 10])
+    assert response.status_code == 503, response.text
+    assert int(response.headers["Retry-After"]) >= 1
+    assert proxy.refused >= 5 and proxy.forwarded == 0  # every try was refused
+    proxy.refuse = 0
+    offset = int(head(url).headers["Upload-Offset"])
+    assert offset == 1000
+    assert patch(url, offset, data[offset:]).status_code == 204
+    assert download(url) == data

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import mmap
+import time
 from typing import Callable, Optional
 
 import urllib3
@@ -24,6 +25,11 @@ from .generations import Generations
 from .layout import PIECE_PREFIX, chunk_key, piece_key
 from .objects import CRC32C_HEADER, Objects, crc32c_b64, storage_errors
 from .store import StorageUnavailable, StoredDataCorrupt, UploadInfo, UploadNotFound, WriteFenced
+
+# Tries at reading one piece back, and the pause before the second (doubling: 0.2 + 0.4 +
+# 0.8 + 1.6 s in all), as a download's chunk reads (reader.py).
+READ_ATTEMPTS = 5
+RETRY_PAUSE = 0.2
 
 log = logging.getLogger("tus_server.store")
 
@@ -110,21 +116,31 @@ class Parts:
     def load(self, buf, pieces: list, chunk_start: int, seen: int) -> None:
         """Read `pieces` into `buf` at their place in the chunk that starts at `chunk_start`,
         each checked against the CRC32C its generation lists. A piece that is gone means a
-        later writer folded it (WriteFenced) unless the state has not moved (503)."""
+        later writer folded it (WriteFenced) unless the state has not moved; then it is read
+        again, `READ_ATTEMPTS` times in all (a MinIO node that just rejoined may miss objects
+        written while it was down, or answer 503 for a few seconds), before a 503."""
         for start, end, name, crc in pieces:
             if name in self.loaded:
                 continue
-            view = memoryview(buf)[start - chunk_start:end - chunk_start]
-            try:
-                got = self._read_into(self.prefix + name, view)
-                good = got == len(view) and crc32c_b64(view) == crc
-            except (UploadNotFound, StorageUnavailable):
-                good = False
-            finally:
-                view.release()
-            if not good:
-                if self.generations.newest(self.info.id) > seen:
-                    raise WriteFenced(f"upload {self.info.id} was changed by another request")
+            for attempt in range(READ_ATTEMPTS):
+                if attempt:
+                    if attempt == 1 and self.generations.newest(self.info.id) > seen:
+                        raise WriteFenced(f"upload {self.info.id} was changed by another "
+                                          "request")
+                    time.sleep(RETRY_PAUSE * 2 ** (attempt - 1))
+                view = memoryview(buf)[start - chunk_start:end - chunk_start]
+                try:
+                    got = self._read_into(self.prefix + name, view)
+                    good = got == len(view) and crc32c_b64(view) == crc
+                except (UploadNotFound, StorageUnavailable):
+                    good = False
+                finally:
+                    view.release()
+                if good:
+                    break
+                log.info("piece unreadable upload_id=%s key=%s (try %d)", self.info.id, name,
+                         attempt + 1)
+            else:
                 log.warning("piece unreadable upload_id=%s key=%s", self.info.id, name)
                 raise StorageUnavailable(f"a piece of upload {self.info.id} cannot be read")
             self.loaded.add(name)
