@@ -16,10 +16,21 @@ import threading
 
 import pytest
 
+from tus_server.storage.generations import UNANSWERED_SKIPS
+from tus_server.storage.layout import GENERATION_PREFIX, generation_number
 from tus_server.storage.objects import REFUSED_PAUSES
 
 from .header_proxy import HeaderStrippingProxy
-from .helpers import chunk_objects, create_url, head, metadata, patch, random_bytes, upload_id
+from .helpers import (
+    chunk_objects,
+    create_url,
+    head,
+    metadata,
+    patch,
+    random_bytes,
+    stored_objects,
+    upload_id,
+)
 from .test_stand_ins import download
 
 CHUNK = 256 * 1024
@@ -113,7 +124,8 @@ def test_a_state_generation_refused_on_every_try_is_a_503_and_the_retry_finishes
     proxy, server = refusing(STATE_PUT)
     data = random_bytes(CHUNK + 100)
     url = create_url(server.url, len(data), metadata(filename="gave-up.bin"))
-    tries = len(REFUSED_PAUSES) + 1
+    # Every try at each number the commit may use (it skips a refused one, twice).
+    tries = (len(REFUSED_PAUSES) + 1) * (UNANSWERED_SKIPS + 1)
     proxy.refuse = tries
     response = patch(url, 0, data[:CHUNK])
     assert response.status_code == 503, response.text
@@ -128,17 +140,50 @@ def test_a_state_generation_refused_on_every_try_is_a_503_and_the_retry_finishes
     assert download(url) == data
 
 
+def test_a_generation_refused_on_every_try_is_skipped_for_the_next_number(refusing):
+    """A generation PUT that never got in (refused on every try; or no answer: its key may be
+    locked inside MinIO for minutes) is not tried again: the commit writes the next number."""
+    proxy, server = refusing(STATE_PUT)
+    data = random_bytes(CHUNK + 100)
+    url = create_url(server.url, len(data), metadata(filename="skipped.bin"))
+    uid = upload_id(url)
+    tries = len(REFUSED_PAUSES) + 1
+    proxy.refuse, proxy.forwarded = tries, 0
+    response = patch(url, 0, data[:1000])
+    assert response.status_code == 204, response.text
+    assert response.headers["Upload-Offset"] == "1000"
+    assert (proxy.refused, proxy.forwarded) == (tries, 1)
+    numbers = sorted(generation_number(name)
+                     for name in stored_objects(server.store, uid)
+                     if name.startswith(GENERATION_PREFIX))
+    assert numbers == [1, 3], numbers  # the creation's, then the one after the skipped 2
+    response = patch(url, 1000, data[1000:])
+    assert response.status_code == 204, response.text
+    assert download(url) == data
+
+
 def test_a_503_with_another_code_is_not_sent_again(refusing):
     proxy, server = refusing(STATE_PUT, code="XMinioServerNotInitialized")
     data = random_bytes(1000)
     url = create_url(server.url, len(data), metadata(filename="other.bin"))
-    proxy.refuse, proxy.forwarded = 1, 0  # the creation wrote the first generation
-    response = patch(url, 0, data)
-    assert response.status_code == 503, response.text
-    assert (proxy.refused, proxy.forwarded) == (1, 0)
+    uid = upload_id(url)
+    # The creation wrote generation 1; the PATCH's commit is refused once at 2 (and not sent
+    # again under 2 by the refused-write rule), then written as 3.
+    proxy.refuse, proxy.forwarded = 1, 0
     response = patch(url, 0, data)
     assert response.status_code == 204, response.text
-    assert download(url) == data
+    assert (proxy.refused, proxy.forwarded) == (1, 1)
+    assert sorted(generation_number(name) for name in stored_objects(server.store, uid)
+                  if name.startswith(GENERATION_PREFIX)) == [1, 3]
+    # Refused at every number the commit may use: the client gets 503, and its retry works.
+    other = create_url(server.url, len(data), metadata(filename="other2.bin"))
+    proxy.refuse, proxy.refused = UNANSWERED_SKIPS + 1, 0
+    response = patch(other, 0, data)
+    assert response.status_code == 503, response.text
+    assert proxy.refused == UNANSWERED_SKIPS + 1
+    response = patch(other, 0, data)
+    assert response.status_code == 204, response.text
+    assert download(url) == data and download(other) == data
 
 
 PIECE_GET = re.compile(rb"^GET /[^ ]*/\.tus/pieces/")

@@ -17,11 +17,12 @@ from urllib.parse import unquote
 import requests
 
 from tus_server.storage.instances import Instances
+from tus_server.storage.layout import generation_key
 from tus_server.storage.lease import TOP
 from tus_server.storage.lease import current as current_lock
 
 from .header_proxy import HeaderStrippingProxy
-from .helpers import MIB, create_url, head, metadata, patch, sha256, upload_id
+from .helpers import MIB, create_url, head, metadata, patch, sha256, stored_objects, upload_id
 
 PIECE = 256 * 1024
 STUCK_LOCK = f"/.tus/lock/{TOP - 2:012d}"
@@ -57,5 +58,34 @@ def test_an_upload_goes_on_and_its_instance_stays_alive_past_stuck_keys(minio, g
         assert sha256(requests.get(url).content) == sha256(data)
         # The stuck generation was skipped: the lock is released above it.
         assert current_lock(store.objects, uid).state == "released"
+    finally:
+        proxy.close()
+
+
+STUCK_STATE = "/" + generation_key(3)  # the second PATCH's commit
+
+
+def test_a_state_generation_stuck_inside_minio_is_skipped_by_its_commit(minio, gunicorn_server,
+                                                                          store):
+    """The scale-out run that stalled 112-118 s: the commit of a PATCH was in flight when a
+    MinIO node died, its key stayed locked, and every retry of the client tried the same
+    generation number again until MinIO's stale-lock cleanup. Now the commit gives up on the
+    stuck key after a few seconds and writes the next number, in the same request."""
+    proxy = HeaderStrippingProxy(minio.endpoint,
+                                 stall=lambda path: unquote(path.split("?", 1)[0])
+                                 .endswith(STUCK_STATE))
+    try:
+        app = gunicorn_server(chunk_size=1 * MIB, minio_endpoint=proxy.endpoint)
+        data = os.urandom(4 * PIECE)
+        url = create_url(app.url, len(data), metadata(filename="stuck-state.bin"))
+        uid = upload_id(url)
+        statuses = [patch(url, offset, data[offset:offset + PIECE]).status_code
+                    for offset in range(0, len(data), PIECE)]
+        assert statuses == [204] * len(statuses), statuses
+        assert any(STUCK_STATE in line for line in proxy.stalled), proxy.stalled
+        names = stored_objects(store, uid)
+        assert generation_key(3) not in names  # never written: skipped, not waited for
+        assert head(url).headers["Upload-Offset"] == str(len(data))
+        assert sha256(requests.get(url).content) == sha256(data)
     finally:
         proxy.close()

@@ -9,7 +9,7 @@ batch of old generations that is due.
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from .generations import Generations
 from .layout import generation_key
@@ -24,11 +24,13 @@ GARBAGE_BATCH = 8
 
 class Commits:
     def __init__(self, objects: Objects, generations: Generations, info: UploadInfo,
-                 token: str, lease_seconds: float, started: Optional[float] = None):
+                 token: str, lease_seconds: float, started: Optional[float] = None,
+                 still_ours: Optional[Callable[[], bool]] = None):
         self.objects = objects
         self.generations = generations
         self.token = token
         self.lease_seconds = lease_seconds
+        self.still_ours = still_ours  # a fresh look at the writer's lock (Generations.commit)
         # When the lock was last seen ours: the request's start, or the last look of a kept
         # lock's keeper (kept_locks.py), whichever is earlier.
         now = time.monotonic()
@@ -50,7 +52,8 @@ class Commits:
             info.garbage = []
             if info.completed:
                 info.pieces = []
-        self.last = self.seen = self.generations.commit(info, max(self.seen, self.last or 0))
+        self.last = self.seen = self.generations.commit(info, max(self.seen, self.last or 0),
+                                                        self.still_ours)
         self.written.append(self.last)
         self.referenced.update(p[2] for p in info.pieces + info.stand_ins)
         self.to_delete += release

@@ -13,7 +13,14 @@ object without a readable generation is a degraded store (503).
 
 Writing = a generation greater than any the writer has seen (the listed ones, readable or not).
 A 412 means another request wrote that generation first: stop (`WriteFenced`), unless the
-generation is neither listed nor readable (a torn write): then skip to the next number.
+generation is neither listed nor readable (a torn write): then skip to the next number. A
+PATCH's commit whose PUT got no answer within `QUICK` (or a 503) also skips to the next
+number, in the same request: on a distributed MinIO a key whose write a killed node was
+coordinating stays locked for one to two minutes, and trying it again on every retry of the
+client stalled an upload that long. It skips only while the number is still not listed and a
+fresh look at the lock finds it the writer's own: then no other writer may commit, and a stale
+one (whose target is at most that number) lands below and is caught by its end-of-request
+check, as any stalled writer's.
 Only after a commit of generation g succeeded are generations below g - 1 deleted, in batches
 (`prune_names`); a stalled writer whose target was pruned writes an invisible old generation,
 which the writer's own check at the end of its request (`newest`) reveals.
@@ -30,11 +37,11 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import Optional
+from typing import Callable, Optional
 
 from .store import StorageUnavailable, UploadInfo, UploadNotFound, WriteFenced
 from .layout import GENERATION_PREFIX, INFO_NAME, LOCK_PREFIX, generation_key, generation_number
-from .objects import Objects
+from .objects import QUICK, Objects
 
 log = logging.getLogger("tus_server.store")
 
@@ -45,6 +52,11 @@ READ_TRIES = 2
 SKIPS = 3
 # Generations are pruned when a request's commits cross a multiple of this.
 PRUNE_EVERY = 4
+# Generation PUTs that got no answer (or a 503) a commit skips before it gives up: on a
+# distributed MinIO, a key whose write a killed node was coordinating stays locked for one
+# to two minutes, and a commit that tried the same number again on each retry of the client
+# stalled the upload that long (112 s in a scale-out run).
+UNANSWERED_SKIPS = 2
 # Seconds between the tries of a newest generation that was listed but not readable.
 NEWEST_RETRY_DELAYS = (0.3, 0.7)
 # Generations a process keeps in memory (each a small JSON document, O(1) in the file size).
@@ -154,7 +166,7 @@ class Generations:
         data = self.known.get(upload_id, number) if number is not None else None
         if data is None:
             try:
-                data, _ = self.objects.read_object(upload_id, name)
+                data, _ = self.objects.read_object(upload_id, name, quick=True)
             except StorageUnavailable:  # a quorum error on this object: the caller tries another
                 return None
             if data is None:
@@ -169,15 +181,34 @@ class Generations:
         return info
 
     # ----------------------------------------------------------------- writing
-    def commit(self, info: UploadInfo, after: int) -> int:
+    def commit(self, info: UploadInfo, after: int,
+               still_ours: Optional[Callable[[], bool]] = None) -> int:
         """Store `info` as a generation above `after` (the highest this writer has seen); its
         number, also set as `info.version`. Raises `WriteFenced` when another request wrote
-        a newer state, `UploadNotFound` when the upload's bucket is gone."""
+        a newer state, `UploadNotFound` when the upload's bucket is gone.
+
+        `still_ours`: a fresh look at the writer's lock. With it, a generation PUT that got
+        no answer (or a 503) is skipped for the next number while the lock is the writer's
+        and the number was not listed since (see the module's docstring)."""
         target = after + 1
         data = json.dumps(info.to_dict(), separators=(",", ":")).encode()
-        for _ in range(SKIPS + 1):
-            if self.objects.conditional_put(info.id, generation_key(target), data,
-                                            if_none_match=True) is not None:
+        unanswered = 0
+        for _ in range(SKIPS + UNANSWERED_SKIPS + 1):
+            try:
+                etag = self.objects.conditional_put(info.id, generation_key(target), data,
+                                                    if_none_match=True, timeout=QUICK)
+            except StorageUnavailable:
+                unanswered += 1
+                if still_ours is None or unanswered > UNANSWERED_SKIPS:
+                    raise
+                numbers = self.listed(info.id, limit=1)
+                if (numbers and numbers[0] >= target) or not still_ours():
+                    raise  # it landed after all (or somebody's did), or the lock moved on
+                log.warning("generation %d got no answer, writing %d upload_id=%s", target,
+                            target + 1, info.id)
+                target += 1
+                continue
+            if etag is not None:
                 self.known.put(info.id, target, data)
                 info.version = info.seen = target
                 return target

@@ -47,7 +47,7 @@ from typing import Optional
 import urllib3
 from ..config import Settings
 from . import chores, pokes
-from .objects import QUICK, Objects
+from .objects import BEAT_REFUSED_PAUSES, QUICK, Objects, refused_for_quorum
 from .system import SystemBucket
 
 log = logging.getLogger("tus_server.store")
@@ -106,9 +106,15 @@ class Heartbeat:
             self._unsettled[seq] = key = f"{self.prefix}{TOP - seq:012d}"
         url = self.objects.client.get_presigned_url("PUT", self.bucket, key,
                                                     expires=timedelta(minutes=15))
-        response = self.objects.quick_http.request(
-            "PUT", url, body=self._body, headers={"Content-Type": "application/json"},
-            retries=False, timeout=QUICK)
+        pauses = iter(BEAT_REFUSED_PAUSES)
+        while True:
+            response = self.objects.quick_http.request(
+                "PUT", url, body=self._body, headers={"Content-Type": "application/json"},
+                retries=False, timeout=QUICK)
+            pause = next(pauses, None) if refused_for_quorum(response) else None
+            if pause is None:
+                break
+            time.sleep(pause)  # a node short of drives refused it: another may take it
         if response.status != 200:
             raise OSError(f"PUT answered {response.status}")
         # In: every earlier beat (written, abandoned, or still hanging, which may land later)

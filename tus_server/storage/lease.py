@@ -221,6 +221,15 @@ class Lease:
     def lost(self) -> bool:
         return self.stop_reason == "lost"
 
+    def still_ours(self) -> bool:
+        """A fresh look (one LIST): is the lock's newest generation still this lease's?"""
+        if self.lost or self.generation is None:
+            return False
+        try:
+            return current(self.objects, self.upload_id) == self.generation
+        except StoreError:
+            return False
+
     def _keep(self) -> None:
         """Poll for a newer generation (a hand-over request, or a takeover); renew only a
         lock without an instance."""

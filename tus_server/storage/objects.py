@@ -51,9 +51,14 @@ TIDY = urllib3.Timeout(connect=1.0, read=1.0)
 # A distributed MinIO node may refuse every write for seconds after another node died or came
 # back (503 SlowDownWrite, "too few drives": it wrote nothing, or undid what it wrote) while
 # the other nodes take them (bench/node_loss_probe.py). Such a PUT is sent again after each
-# of these pauses (s), through the balancer to whichever node it picks, then answered 503.
+# of these pauses (s), through the balancer to whichever node it picks, then answered 503:
+# 3.55 s in all (with 1.55 s, a scale-out run still saw every try of a PUT refused, and the
+# client's 503 and retry cost it 4 s more).
 WRITE_REFUSED = "SlowDownWrite"
-REFUSED_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8)
+REFUSED_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0)
+# The same for a heartbeat, within its interval: a live instance whose beats are refused for
+# two seconds looks dead, and its running PATCHes are taken over.
+BEAT_REFUSED_PAUSES = (0.05, 0.1, 0.2, 0.4)
 
 
 def error_code(response) -> str:
@@ -238,24 +243,28 @@ class Objects:
         raise StorageUnavailable(f"PUT answered {response.status}{code}")
 
     def conditional_put(self, upload_id: str, name: str, data: bytes,
-                        if_match: Optional[str] = None, if_none_match: bool = False):
+                        if_match: Optional[str] = None, if_none_match: bool = False,
+                        timeout: Optional[urllib3.Timeout] = None):
         """A small JSON object of the upload (lock, info) under a precondition."""
         return self.put_if(upload_id, self.location(upload_id)[1] + name, data,
-                           {"Content-Type": "application/json"}, if_match, if_none_match)
+                           {"Content-Type": "application/json"}, if_match, if_none_match,
+                           timeout=timeout)
 
     # ----------------------------------------------------------------- small objects
-    def read_object(self, upload_id: str, name: str) -> tuple[Optional[bytes], Optional[str]]:
-        """(bytes, ETag) of an upload's object, (None, None) when it does not exist."""
+    def read_object(self, upload_id: str, name: str,
+                    quick: bool = False) -> tuple[Optional[bytes], Optional[str]]:
+        """(bytes, ETag) of an upload's object, (None, None) when it does not exist; `quick`:
+        with the short timeout of `QUICK` (a small object: a state generation)."""
         bucket, prefix = self.location(upload_id)
-        return self.read_in_bucket(bucket, prefix + name, upload_id)
+        return self.read_in_bucket(bucket, prefix + name, upload_id, quick)
 
-    def read_in_bucket(self, bucket: str, key: str,
-                       label: str) -> tuple[Optional[bytes], Optional[str]]:
+    def read_in_bucket(self, bucket: str, key: str, label: str,
+                       quick: bool = False) -> tuple[Optional[bytes], Optional[str]]:
         """(bytes, ETag) of `key` in `bucket`, (None, None) when it does not exist; `label`
         names the object in storage errors."""
         try:
             with storage_errors(label):
-                response = self.client.get_object(bucket, key)
+                response = (self.quick if quick else self.client).get_object(bucket, key)
                 try:
                     return response.read(), response.headers.get("ETag", "").strip('"')
                 finally:
