@@ -89,3 +89,36 @@ def test_a_state_generation_stuck_inside_minio_is_skipped_by_its_commit(minio, g
         assert sha256(requests.get(url).content) == sha256(data)
     finally:
         proxy.close()
+
+
+def test_a_state_generation_whose_read_hangs_is_read_past_and_not_asked_again(
+        minio, gunicorn_server, store):
+    """Instance a committed generation 3, whose key then stays locked inside MinIO (its GET
+    never answers). Instance b reads past it to generation 2 after the short timeout, once:
+    later reads skip it, instead of waiting out the timeout every time."""
+    armed: dict = {"key": None}
+
+    def stall(path: str) -> bool:
+        return armed["key"] is not None and unquote(path.split("?", 1)[0]).endswith(armed["key"])
+
+    proxy = HeaderStrippingProxy(minio.endpoint, stall=stall)
+    try:
+        a = gunicorn_server(chunk_size=1 * MIB, minio_endpoint=proxy.endpoint, lock_keep=0)
+        b = gunicorn_server(chunk_size=1 * MIB, minio_endpoint=proxy.endpoint, lock_keep=0)
+        data = os.urandom(3 * PIECE)
+        url_a = create_url(a.url, len(data), metadata(filename="stuck-read.bin"))
+        uid = upload_id(url_a)
+        assert patch(url_a, 0, data[:PIECE]).status_code == 204  # generation 2
+        assert patch(url_a, PIECE, data[PIECE:2 * PIECE]).status_code == 204  # generation 3
+        armed["key"] = "/" + generation_key(3)
+        url_b = b.url + "/files/" + uid
+        # Generation 2's offset: the bytes of 3 are stored, but its state cannot be read.
+        offsets = [head(url_b).headers["Upload-Offset"] for _ in range(3)]
+        assert offsets == [str(PIECE)] * 3, offsets
+        asked = [line for line in proxy.stalled if generation_key(3) in line]
+        assert len(asked) == 1, proxy.stalled
+        response = patch(url_b, PIECE, data[PIECE:])
+        assert response.status_code == 204, response.text
+        assert sha256(requests.get(url_b).content) == sha256(data)
+    finally:
+        proxy.close()

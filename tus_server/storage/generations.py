@@ -41,7 +41,7 @@ from typing import Callable, Optional
 
 from .store import StorageUnavailable, UploadInfo, UploadNotFound, WriteFenced
 from .layout import GENERATION_PREFIX, INFO_NAME, LOCK_PREFIX, generation_key, generation_number
-from .objects import QUICK, Objects
+from .objects import QUICK, Objects, timed_out
 
 log = logging.getLogger("tus_server.store")
 
@@ -116,8 +116,11 @@ class Generations:
     def _read_once(self, upload_id: str, last_try: bool = False) -> Optional[UploadInfo]:
         numbers = self.listed(upload_id)
         for number in numbers:
-            info = self._get(upload_id, generation_key(number), number)
-            if info is None and number == numbers[0]:
+            # A generation judged torn or stuck here is not asked again (each try of a stuck
+            # key waits out the short timeout); an older one is readable, or this raises.
+            known_bad = self.torn.get(upload_id, number) is not None
+            info = None if known_bad else self._get(upload_id, generation_key(number), number)
+            if info is None and number == numbers[0] and not known_bad:
                 info = self._get_newest_again(upload_id, number)
             if info is not None:
                 info.version, info.seen = number, numbers[0]
@@ -167,7 +170,11 @@ class Generations:
         if data is None:
             try:
                 data, _ = self.objects.read_object(upload_id, name, quick=True)
-            except StorageUnavailable:  # a quorum error on this object: the caller tries another
+            except StorageUnavailable as exc:  # a quorum error: the caller tries another
+                if number is not None and timed_out(exc):
+                    # Its key is locked inside MinIO (a node that coordinated its write died):
+                    # it stays unreadable for a minute or two; not asked again meanwhile.
+                    self.torn.put(upload_id, number, b"")
                 return None
             if data is None:
                 return None

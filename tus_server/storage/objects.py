@@ -97,6 +97,14 @@ def storage_errors(upload_id: str = ""):
         raise StorageUnavailable(f"MinIO unreachable: {type(exc).__name__}") from exc
 
 
+def timed_out(exc: BaseException) -> bool:
+    """Was a StorageUnavailable a request that got no answer in time (a read timeout)?"""
+    cause = exc.__cause__
+    if isinstance(cause, urllib3.exceptions.MaxRetryError):
+        cause = cause.reason
+    return isinstance(cause, (urllib3.exceptions.ReadTimeoutError, TimeoutError))
+
+
 class CountingPool(urllib3.PoolManager):
     """The connection pool, counting MinIO requests by method (for the README's round-trip
     figures and for metrics)."""
