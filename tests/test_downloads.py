@@ -588,6 +588,16 @@ def test_listing_reads_no_chunk_objects(server, monkeypatch):
 
     monkeypatch.setattr(client, "get_object", get_object)
     monkeypatch.setattr(client, "list_objects", list_objects)
+    # State generations are read with the short-timeout client.
+    quick = server.store.objects.quick
+    real_quick_get = quick.get_object
+
+    def quick_get_object(bucket, name, *args, **kwargs):
+        reads.append(name)
+        return real_quick_get(bucket, name, *args, **kwargs)
+
+    if quick is not client:
+        monkeypatch.setattr(quick, "get_object", quick_get_object)
     # What a process that never saw these uploads reads (this one keeps the generations it
     # wrote in memory, and would read none).
     monkeypatch.setattr(server.store.generations, "known", KnownGenerations())
