@@ -14,12 +14,9 @@ from tus_server.storage.lease import current as current_lock
 
 from .helpers import MIB, TUS, create_url, head, metadata, patch, sha256, upload_id
 from .request_counter import MinioRequests
+from .test_multiprocess import pattern
 
 CHUNK = MIB
-
-
-def pattern(size: int, seed: bytes) -> bytes:
-    return (seed * (size // len(seed) + 1))[:size]
 
 
 def wait_for_state(store, uid: str, state: str, timeout: float = 10) -> float:

@@ -17,6 +17,7 @@ from tus_server.storage.store import UploadInfo, UploadTakenOver, new_upload_id
 from tus_server.storage.writer import ChunkWriter
 
 from .helpers import MIB, create_url, head, metadata, patch, sha256, stored_objects, upload_id
+from .request_counter import MinioRequests
 
 KIB = 1024
 
@@ -52,21 +53,10 @@ def test_tiny_patches_put_only_their_own_bytes(server, store):
     data = os.urandom(4 * MIB + 40)
     url = create_url(server.url, len(data) + 1, metadata(filename="tiny.bin"))
     assert patch(url, 0, data[:4 * MIB]).status_code == 204
-    sent = collections.Counter()
-    original = server.store.http.urlopen
-
-    def counting(method, url, *args, **kwargs):
-        body = kwargs.get("body")
-        if body is not None and hasattr(body, "__len__"):
-            sent[method] += len(body)
-        return original(method, url, *args, **kwargs)
-
-    server.store.http.urlopen = counting
-    try:
+    with MinioRequests(server.store) as counter:
         for offset in range(4 * MIB, len(data)):
             assert patch(url, offset, data[offset:offset + 1]).status_code == 204
-    finally:
-        server.store.http.urlopen = original
+    sent = counter.sent
     assert sent["PUT"] < 40 * 4 * KIB, sent  # about 1.2 KB each: the byte and a generation
     assert head(url).headers["Upload-Offset"] == str(len(data))
     assert patch(url, len(data), b"!").status_code == 204
