@@ -285,6 +285,29 @@ class Cluster:
         log = self.minio_lb.run_dir / "nginx-minio-access.log"
         return log.stat().st_size if log.exists() else 0
 
+    def requests_between(self, pool: str, began: float, ended: float, since: int = 0,
+                         containing: str = "") -> list[str]:
+        """The access-log lines of balancer `pool` ("app" or "minio") for requests that ended
+        between `began` and `ended` (Unix seconds), shortened: "<end> <method> <target>
+        <status> rt=<seconds> <upstream>". What a stall was made of."""
+        lb = self.app_lb if pool == "app" else self.minio_lb
+        found = []
+        with open(lb.run_dir / f"nginx-{pool}-access.log", "rb") as log:
+            log.seek(since)
+            for line in log.read().decode(errors="replace").splitlines():
+                fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+                try:
+                    at = float(fields.get("t", "0"))
+                    method, target = line.split('"')[1].split()[:2]
+                    status = line.split('"')[2].split()[0]
+                except (ValueError, IndexError):
+                    continue
+                if began <= at <= ended and containing in target:
+                    clock = time.strftime("%H:%M:%S", time.gmtime(at)) + f"{at % 1:.3f}"[1:]
+                    found.append(f"{clock} {method} {target.split('?')[0][-60:]} {status} "
+                                 f"rt={fields.get('rt', '?')} {fields.get('upstream', '?')}")
+        return found
+
     def slow_minio_requests(self, since: int, seconds: float = 5.0) -> list[str]:
         """MinIO requests (from nginx's access log, after offset `since`) that took longer
         than `seconds`: "<method> <key> <seconds> s on <node>"."""

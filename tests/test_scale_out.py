@@ -103,14 +103,33 @@ class Client(threading.Thread):
     def longest_stall(self) -> float:
         return max((b - a for a, b in zip(self.stamps, self.stamps[1:])), default=0.0)
 
-    def stall_window(self) -> str:
-        """When the longest stall began and ended, in wall-clock time (to find it in logs)."""
+    def stall_bounds(self) -> tuple[float, float]:
+        """When the longest stall began and ended, in Unix seconds (to find it in logs)."""
         gaps = [(b - a, a) for a, b in zip(self.stamps, self.stamps[1:])]
         if not gaps:
-            return "-"
+            return 0.0, 0.0
         gap, began = max(gaps)
         start = time.time() - (time.monotonic() - began)
-        return f"{time.strftime('%H:%M:%S', time.gmtime(start))}+{gap:.1f}s"
+        return start, start + gap
+
+    def stall_window(self) -> str:
+        start, end = self.stall_bounds()
+        return f"{time.strftime('%H:%M:%S', time.gmtime(start))}+{end - start:.1f}s"
+
+
+# A stall this long prints the requests it was made of (with -s).
+EXPLAIN_STALL = 3.5
+
+
+def explain_stall(cluster: Cluster, client: Client, mark: int) -> None:
+    began, ended = client.stall_bounds()
+    print(f"  stall of {client.upload_id}: {ended - began:.2f} s")
+    for line in cluster.requests_between("app", began - 0.5, ended + 0.5,
+                                         containing=client.upload_id):
+        print(f"    app   {line}")
+    for line in cluster.requests_between("minio", began - 0.5, ended + 0.5, since=mark):
+        if client.upload_id in line or "/instances/" in line or " 200 " not in line:
+            print(f"    minio {line}")
 
 
 # Downloads answered 503 + Retry-After before they were served whole (printed per run).
@@ -215,6 +234,9 @@ def test_node_and_instance_killed_together_mid_upload(cluster, tmp_path, run):
           f"{at_kill}; longest stall {stall:.2f} s; lost: {lost}; downloads answered 503 first: "
           f"{len(DEGRADED_ANSWERS)}; slow MinIO requests: {slow}; stalls at "
           f"{[c.stall_window() for c in clients]}")
+    for client in clients:
+        if client.longest_stall() >= EXPLAIN_STALL:
+            explain_stall(cluster, client, mark)
 
     assert not lost, (lost, slow)
     # A bound on correctness, not a speed figure: a longer wait outlasts the default retry
