@@ -11,6 +11,7 @@ from typing import Optional
 import requests
 from werkzeug.serving import make_server
 
+from tus_server.storage import chores
 from tus_server.storage.layout import chunk_count, chunk_key
 from tus_server.storage.minio_backend import MinioStore
 
@@ -68,7 +69,9 @@ def upload_id(url: str) -> str:
 
 
 def stored_objects(store: MinioStore, upload_id_: str) -> dict[str, int]:
-    """Object name (relative to the upload's bucket or prefix) -> size."""
+    """Object name (relative to the upload's bucket or prefix) -> size, once this process's
+    background deletes are done (`storage/chores.py`: a request's garbage goes after it)."""
+    chores.drain()
     bucket, prefix = store._location(upload_id_)
     if not store.client.bucket_exists(bucket):
         return {}

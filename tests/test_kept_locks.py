@@ -30,6 +30,12 @@ def wait_for_state(store, uid: str, state: str, timeout: float = 10) -> float:
     raise AssertionError(f"the lock of {uid} never became {state!r}: {lock}")
 
 
+def without_deletes(sent: list[str]) -> tuple[list[str], list[str]]:
+    """The requests apart from multi-object DELETEs, and those DELETEs."""
+    deletes = [line for line in sent if line.startswith("POST") and "?delete" in line]
+    return [line for line in sent if line not in deletes], deletes
+
+
 def test_the_next_patch_costs_its_chunk_and_its_state(make_server):
     server = make_server(chunk_size=CHUNK, lock_keep=5.0)
     store = server.store
@@ -40,16 +46,16 @@ def test_the_next_patch_costs_its_chunk_and_its_state(make_server):
         for n in (1, 2):
             first = len(counter.trail)
             assert patch(url, n * CHUNK, data[n * CHUNK:(n + 1) * CHUNK]).status_code == 204
-            sent = counter.since(first)
-            # The chunk, the state, and now and then one DELETE of a batch of old states.
-            assert len(sent) <= 3 and all(line.startswith("POST") and "?delete" in line
-                                          for line in sent[2:]), sent
+            # The chunk, the state, and now and then one DELETE of a batch of old states (in
+            # the background, after the answer: it may come after the next request's).
+            sent, tidied = without_deletes(counter.since(first))
+            assert len(sent) == 2 and len(tidied) <= 1, (sent, tidied)
             assert sent[0].startswith("PUT") and f"kept.bin.part{n + 1}of4" in sent[0], sent
             assert sent[1].startswith("PUT") and "/.tus/info/" in sent[1], sent
         first = len(counter.trail)
         answer = head(url)
         assert answer.headers["Upload-Offset"] == str(3 * CHUNK)
-        assert counter.since(first) == []  # the kept state: nothing to ask MinIO
+        assert without_deletes(counter.since(first))[0] == []  # the kept state: no request
     lock = current_lock(store.objects, upload_id(url))
     assert lock.state == "held"
     # The last PATCH finishes the upload: it releases at once, nothing is kept.
@@ -130,7 +136,8 @@ def test_another_instance_gets_a_kept_upload_when_it_asks(two_instances, store):
         n += 1
     got = requests.get(urls[0])
     assert got.status_code == 200 and sha256(got.content) == sha256(data)
-    assert current_lock(store.objects, uid).state == "released"
+    # Released, not kept (the digest pass of the finished upload may hold it for a moment).
+    wait_for_state(store, uid, "released")
 
 
 def test_a_takeover_while_the_lock_is_kept_changes_nothing_stored(gunicorn_server, store):

@@ -7,10 +7,12 @@ import collections
 import io
 import json
 import os
+import time
 
 import pytest
 import requests
 
+from tus_server.storage import instances
 from tus_server.storage.layout import GENERATION_PREFIX, INFO_NAME, PIECE_PREFIX, generation_key
 from tus_server.storage.objects import CRC32C_HEADER, crc32c_b64
 from tus_server.storage.store import UploadInfo, UploadTakenOver, new_upload_id
@@ -114,6 +116,55 @@ class _HeldLease:
 
     stop_reason = None
     on_stop = None
+
+
+class _NamedLease(_HeldLease):
+    """A lock that names an instance, whose heartbeat may or may not be fresh."""
+
+    def __init__(self, fresh: bool):
+        self.fresh = fresh
+
+    def unchallenged(self) -> bool:
+        return self.fresh
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_a_short_request_checks_its_commit_once_its_heartbeat_could_be_stale(store, fresh):
+    """A request that took well under half the lease, whose lock names its instance: when
+    that instance's heartbeat could look dead to others (it did not land for the heartbeat
+    timeout), somebody may have taken over and pruned, so the end of the request LISTs and
+    finds its commit below the newest (taken over); with a fresh heartbeat nobody can have,
+    and no LIST is asked."""
+    info = store.create(UploadInfo(id=new_upload_id(), length=4 * KIB, filename="beat.bin"))
+    uid = info.id
+    store.write(uid, 0, io.BytesIO(b"a" * 100), 100)
+    stale = store.get(uid)
+    for n in range(6):
+        store.write(uid, 100 + 10 * n, io.BytesIO(b"b" * 10), 10)
+    writer = ChunkWriter(store.objects, store.generations, store.settings, stale,
+                         _NamedLease(fresh), None, None)
+    if fresh:
+        writer.run(io.BytesIO(b"x" * 500), 4 * KIB - 100)  # not checked: answers 204
+        assert writer.commits.written == [3]
+    else:
+        with pytest.raises(UploadTakenOver):
+            writer.run(io.BytesIO(b"x" * 500), 4 * KIB - 100)
+    current = store.get(uid)
+    assert current.version == 8 and current.offset == 160
+
+
+def test_a_lease_is_unchallenged_only_while_its_heartbeat_is_fresh(store):
+    """The real lease of a request: unchallenged while the process's heartbeat lands; once
+    its newest landed beat is as old as the heartbeat timeout (less the clock margin), others
+    may find the instance dead, and it no longer is."""
+    info = store.create(UploadInfo(id=new_upload_id(), length=KIB, filename="fresh.bin"))
+    with store.locked(info.id) as lease:
+        assert lease.instance is not None and lease.unchallenged() is True
+        beat = next(b for b in instances._beats.values() if b.id == lease.instance)
+        room = store.settings.heartbeat_timeout - instances.CLOCK_MARGIN
+        assert lease.unchallenged(now=beat.landed_sent + room - 0.01) is True
+        # No beat sent until now lands in time: a beat sent later is not, for this check.
+        assert lease.unchallenged(now=time.monotonic() + room + 0.05) is False
 
 
 def test_a_stalled_writer_whose_generation_was_pruned_answers_taken_over(store):

@@ -16,10 +16,12 @@ from urllib.parse import unquote
 
 import requests
 
+from tus_server.storage.generations import HEDGE_AFTER
 from tus_server.storage.instances import Instances
 from tus_server.storage.layout import generation_key
 from tus_server.storage.lease import TOP
 from tus_server.storage.lease import current as current_lock
+from tus_server.storage.objects import QUICK
 
 from .header_proxy import HeaderStrippingProxy
 from .helpers import MIB, create_url, head, metadata, patch, sha256, stored_objects, upload_id
@@ -62,6 +64,49 @@ def test_an_upload_goes_on_and_its_instance_stays_alive_past_stuck_keys(minio, g
         assert sha256(requests.get(url).content) == sha256(data)
         # The stuck generation was skipped: the lock is released above it.
         assert current_lock(store.objects, uid).state == "released"
+    finally:
+        proxy.close()
+
+
+class SlowProxy(HeaderStrippingProxy):
+    """Answers GETs of one key `delay` seconds late (a MinIO slow under load, not stuck)."""
+
+    def __init__(self, upstream: str, delay: float):
+        super().__init__(upstream)
+        self.key: str | None = None
+        self.delay = delay
+        self.delayed: list[str] = []
+
+    def before_forward(self, request_line: bytes, upstream) -> None:
+        line = request_line.decode()
+        if self.key and line.startswith("GET ") and \
+                unquote(line.split()[1].split("?", 1)[0]).endswith(self.key):
+            self.delayed.append(line.strip())
+            time.sleep(self.delay)
+
+
+def test_a_state_generation_answered_late_is_used_once_it_came(minio, gunicorn_server):
+    """Generation 3's GET answers after HEDGE_AFTER: the read that asked goes on from
+    generation 2 (the client re-sends a few bytes, nothing is lost), and keeps the late answer,
+    so the next read is generation 3's, without asking MinIO again."""
+    proxy = SlowProxy(minio.endpoint, delay=HEDGE_AFTER + 0.6)
+    try:
+        a = gunicorn_server(chunk_size=1 * MIB, minio_endpoint=proxy.endpoint, lock_keep=0)
+        b = gunicorn_server(chunk_size=1 * MIB, minio_endpoint=proxy.endpoint, lock_keep=0)
+        data = os.urandom(3 * PIECE)
+        url_a = create_url(a.url, len(data), metadata(filename="slow-read.bin"))
+        uid = upload_id(url_a)
+        assert patch(url_a, 0, data[:PIECE]).status_code == 204  # generation 2
+        assert patch(url_a, PIECE, data[PIECE:2 * PIECE]).status_code == 204  # generation 3
+        proxy.key = "/" + generation_key(3)
+        url_b = b.url + "/files/" + uid
+        assert head(url_b).headers["Upload-Offset"] == str(PIECE)
+        time.sleep(1.0)  # the late answer arrives
+        assert head(url_b).headers["Upload-Offset"] == str(2 * PIECE)
+        assert len(proxy.delayed) == 1, proxy.delayed
+        response = patch(url_b, 2 * PIECE, data[2 * PIECE:])
+        assert response.status_code == 204, response.text
+        assert sha256(requests.get(url_b).content) == sha256(data)
     finally:
         proxy.close()
 
@@ -116,9 +161,14 @@ def test_a_state_generation_whose_read_hangs_is_read_past_and_not_asked_again(
         assert patch(url_a, PIECE, data[PIECE:2 * PIECE]).status_code == 204  # generation 3
         armed["key"] = "/" + generation_key(3)
         url_b = b.url + "/files/" + uid
-        # Generation 2's offset: the bytes of 3 are stored, but its state cannot be read.
-        offsets = [head(url_b).headers["Upload-Offset"] for _ in range(3)]
+        # Generation 2's offset: the bytes of 3 are stored, but its state cannot be read. The
+        # first read gives up on it after HEDGE_AFTER, not after the 3 s timeout.
+        started = time.monotonic()
+        offsets = [head(url_b).headers["Upload-Offset"]]
+        first_took = time.monotonic() - started
+        offsets += [head(url_b).headers["Upload-Offset"] for _ in range(2)]
         assert offsets == [str(PIECE)] * 3, offsets
+        assert first_took < QUICK.read_timeout - 0.2, first_took
         asked = [line for line in proxy.stalled if generation_key(3) in line]
         assert len(asked) == 1, proxy.stalled
         response = patch(url_b, PIECE, data[PIECE:])

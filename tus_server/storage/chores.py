@@ -24,6 +24,7 @@ RETRY_PAUSE = 1.0
 _queue: deque = deque(maxlen=MAX_QUEUED)
 _wake = threading.Condition()
 _thread_pid = None
+_running = 0  # chores being run right now (0 or 1)
 
 
 def submit(chore: Callable[[], bool], attempts: int = 30) -> None:
@@ -37,12 +38,27 @@ def submit(chore: Callable[[], bool], attempts: int = 30) -> None:
         _wake.notify()
 
 
+def drain(timeout: float = 10.0) -> bool:
+    """Wait until no chore is queued or running (a graceful stop, and tests that look at what
+    a request left behind); False when some still were after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    with _wake:
+        while _queue or _running:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            _wake.wait(min(left, 0.05))
+    return True
+
+
 def _run() -> None:
+    global _running
     while True:
         with _wake:
             while not _queue:
                 _wake.wait()
             due, attempts, chore = _queue.popleft()
+            _running += 1
         pause = due - time.monotonic()
         if pause > 0:
             time.sleep(pause)
@@ -51,6 +67,8 @@ def _run() -> None:
         except Exception as exc:  # MinIO away or slow: try again later
             log.debug("storage chore %r failed (%s)", chore, exc)
             done = False
-        if not done and attempts > 1:
-            with _wake:
+        with _wake:
+            if not done and attempts > 1:
                 _queue.append((time.monotonic() + RETRY_PAUSE, attempts - 1, chore))
+            _running -= 1
+            _wake.notify_all()

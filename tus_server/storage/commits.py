@@ -3,8 +3,8 @@
 A writer's commits target a number above every generation it has seen (`generations.py`).
 It remembers the pieces its commits referenced, so that after a failure it deletes only pieces
 no generation of its lists (a generation it did commit may be a later writer's start), and the
-keys its commits dropped, deleted in one request at the end of the request, together with the
-batch of old generations that is due.
+keys its commits dropped, deleted in one request after the request (a background chore),
+together with the batch of old generations that is due.
 """
 from __future__ import annotations
 
@@ -25,12 +25,14 @@ GARBAGE_BATCH = 8
 class Commits:
     def __init__(self, objects: Objects, generations: Generations, info: UploadInfo,
                  token: str, lease_seconds: float, started: Optional[float] = None,
-                 still_ours: Optional[Callable[[], bool]] = None):
+                 still_ours: Optional[Callable[[], bool]] = None,
+                 unchallenged: Optional[Callable[[], Optional[bool]]] = None):
         self.objects = objects
         self.generations = generations
         self.token = token
         self.lease_seconds = lease_seconds
         self.still_ours = still_ours  # a fresh look at the writer's lock (Generations.commit)
+        self.unchallenged = unchallenged  # can nobody have taken it over? (Lease.unchallenged)
         # When the lock was last seen ours: the request's start, or the last look of a kept
         # lock's keeper (kept_locks.py), whichever is earlier.
         now = time.monotonic()
@@ -60,32 +62,36 @@ class Commits:
 
     def end_request(self, info: UploadInfo) -> None:
         """After the last commit: make sure it is the newest generation (a writer that stalled
-        past its lease may have committed into a pruned number), then delete what the commits
-        dropped and prune old generations, in one request.
+        past its lease may have committed into a pruned number), then have what the commits
+        dropped and the old generations deleted, in one request in the background.
 
-        The check is one LIST, skipped when the request took less than half its lease: nobody
-        takes over a lease that has not run out (with clocks in sync, as lease.py assumes), so
-        nobody can have pruned. Either way the bytes are safe; this only keeps a stalled
-        writer from answering 204 with an offset that is not the upload's.
+        The check is one LIST, skipped when nobody can have taken the lock over, so nobody
+        can have pruned: a lock that names this process's instance while its heartbeat is
+        fresh (`Lease.unchallenged`), one without an instance while the request took less than
+        half its lease (with clocks in sync, as lease.py assumes). Either way the bytes are
+        safe; this only keeps a stalled writer from answering 204 with an offset that is not
+        the upload's.
         """
         if self.last is None:
             return
-        stalled = time.monotonic() - self.started > self.lease_seconds / 2
+        unchallenged = self.unchallenged() if self.unchallenged is not None else None
+        stalled = not unchallenged if unchallenged is not None else \
+            time.monotonic() - self.started > self.lease_seconds / 2
         newest = self.generations.newest(info.id) if stalled else self.last
         if newest != self.last:
             # Ours lie below a later writer's and are never read (those below its predecessor,
             # which a read may fall back to): delete them.
-            self.objects.remove_names(info.id, [generation_key(n) for n in self.written
-                                                if n < newest - 1])
+            self.objects.remove_names_later(info.id, [generation_key(n) for n in self.written
+                                                      if n < newest - 1])
             raise UploadTakenOver(f"another request took over upload {info.id}")
         names = self.to_delete + self.generations.prune_names(self.base, self.last)
         if info.completed:
             names += finished_garbage(self.objects, info)
-        self.objects.remove_names(info.id, sorted(set(names)))
+        self.objects.remove_names_later(info.id, sorted(set(names)))
 
     def drop_uncommitted(self, upload_id: str) -> None:
         """After a failure: the writer's pieces that no generation of its lists are garbage
         (best effort)."""
         names = [name for name in self.mine if name not in self.referenced]
         if names:
-            self.objects.remove_names(upload_id, names)
+            self.objects.remove_names_later(upload_id, names)

@@ -61,6 +61,13 @@ UNANSWERED_SKIPS = 2
 NEWEST_RETRY_DELAYS = (0.3, 0.7)
 # Generations a process keeps in memory (each a small JSON document, O(1) in the file size).
 KNOWN = 4096
+# A generation GET unanswered after this many seconds is read past, for this read: a key that
+# a killed node of a distributed MinIO left locked hangs until the short timeout (3 s), and
+# each read that waited for it held its client up that long. The GET goes on in the
+# background: a late answer is kept (the next read uses it); a timeout marks the generation
+# unreadable, for `UNREADABLE_FOR` seconds.
+HEDGE_AFTER = 1.0
+UNREADABLE_FOR = 60.0
 
 
 class KnownGenerations:
@@ -87,11 +94,55 @@ class KnownGenerations:
                 self._entries.popitem(last=False)
 
 
+def parse_state(data: bytes, name: str, upload_id: str) -> Optional[UploadInfo]:
+    """A stored state object, or None when it is damaged."""
+    try:
+        return UploadInfo.from_dict(json.loads(data))
+    except (ValueError, TypeError):
+        log.warning("state object %s is damaged upload_id=%s", name, upload_id)
+        return None
+
+
+class UnreadableMarks:
+    """Generations this process found unreadable (torn, or their key stuck inside MinIO), each
+    remembered for `UNREADABLE_FOR` seconds, and those whose GET is still hanging: neither is
+    asked again meanwhile. A stuck key frees itself within a minute or two (MinIO's stale-lock
+    sweep), and a MinIO that was only slow must not leave this process reading past a good
+    generation for ever."""
+
+    def __init__(self, size: int = KNOWN // 4):
+        self.size = size
+        self._marked: OrderedDict[tuple[str, int], float] = OrderedDict()
+        self._hanging: set[tuple[str, int]] = set()
+        self._guard = threading.Lock()
+
+    def mark(self, upload_id: str, number: int) -> None:
+        with self._guard:
+            self._marked[(upload_id, number)] = time.monotonic() + UNREADABLE_FOR
+            self._marked.move_to_end((upload_id, number))
+            while len(self._marked) > self.size:
+                self._marked.popitem(last=False)
+
+    def __contains__(self, key: tuple[str, int]) -> bool:
+        with self._guard:
+            if key in self._hanging:
+                return True
+            until = self._marked.get(key)
+            if until is not None and until < time.monotonic():
+                del self._marked[key]
+                until = None
+            return until is not None
+
+    def hang(self, key: tuple[str, int], hanging: bool) -> None:
+        with self._guard:
+            (self._hanging.add if hanging else self._hanging.discard)(key)
+
+
 class Generations:
     def __init__(self, objects: Objects, known: Optional[KnownGenerations] = None):
         self.objects = objects
         self.known = known if known is not None else KnownGenerations()
-        self.torn = KnownGenerations(KNOWN // 4)  # newest generations judged unreadable
+        self.unreadable = UnreadableMarks()
 
     # ----------------------------------------------------------------- reading
     def listed(self, upload_id: str, limit: int = READ_TRIES) -> list[int]:
@@ -118,7 +169,7 @@ class Generations:
         for number in numbers:
             # A generation judged torn or stuck here is not asked again (each try of a stuck
             # key waits out the short timeout); an older one is readable, or this raises.
-            known_bad = self.torn.get(upload_id, number) is not None
+            known_bad = (upload_id, number) in self.unreadable
             info = None if known_bad else self._get(upload_id, generation_key(number), number)
             if info is None and number == numbers[0] and not known_bad:
                 info = self._get_newest_again(upload_id, number)
@@ -149,14 +200,14 @@ class Generations:
         never acknowledged) or, right after a MinIO node rejoined, one that will be readable
         in a moment. Try again after `NEWEST_RETRY_DELAYS`, once per generation and process:
         one judged torn is read past at once from then on."""
-        if self.torn.get(upload_id, number) is not None:
+        if (upload_id, number) in self.unreadable:
             return None
         for delay in NEWEST_RETRY_DELAYS:
             time.sleep(delay)
             info = self._get(upload_id, generation_key(number), number)
-            if info is not None:
+            if info is not None or (upload_id, number) in self.unreadable:
                 return info
-        self.torn.put(upload_id, number, b"")
+        self.unreadable.mark(upload_id, number)
         return None
 
     def readable(self, upload_id: str, number: int) -> bool:
@@ -169,23 +220,51 @@ class Generations:
         data = self.known.get(upload_id, number) if number is not None else None
         if data is None:
             try:
-                data, _ = self.objects.read_object(upload_id, name, quick=True)
-            except StorageUnavailable as exc:  # a quorum error: the caller tries another
-                if number is not None and timed_out(exc):
-                    # Its key is locked inside MinIO (a node that coordinated its write died):
-                    # it stays unreadable for a minute or two; not asked again meanwhile.
-                    self.torn.put(upload_id, number, b"")
+                data = self.objects.read_object(upload_id, name, quick=True)[0] \
+                    if number is None else self._fetch(upload_id, name, number)
+            except StorageUnavailable:  # a quorum error: the caller tries another
                 return None
             if data is None:
                 return None
-        try:
-            info = UploadInfo.from_dict(json.loads(data))
-        except (ValueError, TypeError):
-            log.warning("state object %s is damaged upload_id=%s", name, upload_id)
-            return None
-        if number is not None:
+        info = parse_state(data, name, upload_id)
+        if info is not None and number is not None:
             self.known.put(upload_id, number, data)
         return info
+
+    def _fetch(self, upload_id: str, name: str, number: int) -> Optional[bytes]:
+        """The bytes of generation `number`, or None when it does not exist or its GET did not
+        answer within `HEDGE_AFTER` (it goes on in the background, see there)."""
+        key = (upload_id, number)
+        outcome: dict = {}
+        answered = threading.Event()
+        gave_up = threading.Event()
+
+        def fetch() -> None:
+            try:
+                outcome["data"] = self.objects.read_object(upload_id, name, quick=True)[0]
+            except BaseException as exc:
+                outcome["error"] = exc
+                if isinstance(exc, StorageUnavailable) and timed_out(exc):
+                    # Its key is locked inside MinIO (a node that coordinated its write died).
+                    self.unreadable.mark(upload_id, number)
+            finally:
+                self.unreadable.hang(key, False)
+                answered.set()
+            if gave_up.is_set() and outcome.get("data") is not None \
+                    and parse_state(outcome["data"], name, upload_id) is not None:
+                self.known.put(upload_id, number, outcome["data"])  # late, but good
+
+        self.unreadable.hang(key, True)
+        threading.Thread(target=fetch, name="tus-state-get", daemon=True).start()
+        if not answered.wait(HEDGE_AFTER):
+            gave_up.set()
+            if not answered.is_set():
+                log.info("generation %d not answered in %g s, read past upload_id=%s",
+                         number, HEDGE_AFTER, upload_id)
+                return None
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["data"]
 
     # ----------------------------------------------------------------- writing
     def commit(self, info: UploadInfo, after: int,

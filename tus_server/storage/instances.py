@@ -60,6 +60,8 @@ VERDICT_TTL = 0.25
 TOP = 10 ** 12
 # Beats that may hang at once (each for at most QUICK's timeout).
 IN_FLIGHT = 4
+# Seconds MinIO nodes' clocks may be apart (a beat stamped by one, aged by another's clock).
+CLOCK_MARGIN = 0.5
 # Seconds before a heartbeat that could not start (MinIO away) is tried again.
 START_BACKOFF = 5.0
 
@@ -79,6 +81,7 @@ class Heartbeat:
         self._guard = threading.Lock()
         self.pid = os.getpid()
         self.writes = 0  # heartbeat PUTs sent, for the request-rate figure
+        self.landed_sent = float("-inf")  # time.monotonic() when the newest landed beat was sent
         self._body = json.dumps({"instance": self.id, "host": socket.gethostname(),
                                  "pid": self.pid, "started": time.time()}).encode()
         self._stop = threading.Event()
@@ -108,6 +111,7 @@ class Heartbeat:
                                                     expires=timedelta(minutes=15))
         pauses = iter(BEAT_REFUSED_PAUSES)
         while True:
+            sent = time.monotonic()
             response = self.objects.quick_http.request(
                 "PUT", url, body=self._body, headers={"Content-Type": "application/json"},
                 retries=False, timeout=QUICK)
@@ -117,6 +121,8 @@ class Heartbeat:
             time.sleep(pause)  # a node short of drives refused it: another may take it
         if response.status != 200:
             raise OSError(f"PUT answered {response.status}")
+        with self._guard:
+            self.landed_sent = max(self.landed_sent, sent)
         # In: every earlier beat (written, abandoned, or still hanging, which may land later)
         # is superseded and deleted in the background.
         with self._guard:
@@ -230,6 +236,18 @@ class Instances:
                 return None
             _beats[slot] = beat
             return beat.id
+
+    def own_beat_fresh_until(self, instance: str) -> Optional[float]:
+        """time.monotonic() before which no other instance can find heartbeat `instance` of
+        this process `TUS_HEARTBEAT_TIMEOUT` old: MinIO stamped the newest beat that landed
+        after it was sent (less `CLOCK_MARGIN`, for distributed nodes' clocks). None when this
+        process writes no such heartbeat."""
+        with _beats_guard:
+            beat = next((b for b in _beats.values()
+                         if b.id == instance and b.pid == os.getpid()), None)
+        if beat is None or not self.enabled:
+            return None
+        return beat.landed_sent + self.settings.heartbeat_timeout - CLOCK_MARGIN
 
     def is_dead(self, instance: Optional[str]) -> bool:
         """Has `instance`'s heartbeat gone silent for TUS_HEARTBEAT_TIMEOUT (MinIO's clock)?

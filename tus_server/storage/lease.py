@@ -230,6 +230,19 @@ class Lease:
         except StoreError:
             return False
 
+    def unchallenged(self, now: Optional[float] = None) -> Optional[bool]:
+        """Can nobody have taken this lock over since it was taken? A lock that names this
+        process's instance can be taken over only once its heartbeat is `TUS_HEARTBEAT_TIMEOUT`
+        old, or once a hand-over request stayed unanswered for `UNANSWERED` (the keeper answers
+        those, and it last found the lock ours at `confirmed`). None for a lock without an
+        instance: its lease says. `now`: time.monotonic(), unless given."""
+        if not self.instance or self.instances is None:
+            return None
+        now = time.monotonic() if now is None else now
+        fresh_until = self.instances.own_beat_fresh_until(self.instance)
+        return (not self.lost and fresh_until is not None and now < fresh_until
+                and self.confirmed is not None and now - self.confirmed < UNANSWERED / 2)
+
     def _keep(self) -> None:
         """Poll for a newer generation (a hand-over request, or a takeover); renew only a
         lock without an instance."""

@@ -266,7 +266,7 @@ class MinioStore:
             names += dropped + self.generations.prune_names(base, last)
             if info.completed:
                 names += finished_garbage(self.objects, info)
-            self.objects.remove_names(upload_id, sorted(set(names)))
+            self.objects.remove_names_later(upload_id, sorted(set(names)))
             if info.completed and info.sha256 is None:
                 self.schedule_digest(upload_id)
             self._schedule_settle(info)

@@ -34,6 +34,7 @@ from minio.error import MinioException, S3Error
 from minio.signer import sign_v4_s3
 
 from .. import cooperative
+from . import chores
 from ..config import Settings
 from .layout import location
 from .store import StorageUnavailable, UploadNotFound
@@ -375,6 +376,14 @@ class Objects:
             log.warning("could not delete %d objects upload_id=%s: %s", len(errors),
                         upload_id, errors[0])
         return errors == []
+
+    def remove_names_later(self, upload_id: str, names: list[str]) -> None:
+        """`remove_names` as a background chore (`chores.py`): garbage that no generation lists
+        (old generations, dropped pieces) is deleted after the response. A multi-object delete
+        that met a key the killed node of a distributed MinIO had locked held a PATCH up for
+        its whole 3 s timeout, after its bytes and state were stored."""
+        if names:
+            chores.submit(lambda: self.remove_names(upload_id, names), attempts=5)
 
     @staticmethod
     def _remove(client: Minio, bucket: str, keys: list[str], context: str) -> Optional[list]:

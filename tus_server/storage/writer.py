@@ -85,7 +85,8 @@ class ChunkWriter:
         self.total = chunk_count(info.length, self.size) if info.length is not None else None
         self.commits = Commits(objects, generations, info, self.token, settings.lock_lease,
                                started=getattr(lease, "confirmed", None),
-                               still_ours=getattr(lease, "still_ours", None))
+                               still_ours=getattr(lease, "still_ours", None),
+                               unchallenged=getattr(lease, "unchallenged", None))
         self.parts = Parts(objects, generations, info, self.token, self._claim)
         self.free: queue.Queue = queue.Queue()
         self.full: queue.Queue = queue.Queue()
