@@ -294,7 +294,7 @@ class Generations:
                             target + 1, info.id)
                 target += 1
                 continue
-            if etag is not None:
+            if etag is not None or self._own(info.id, target, data):
                 self.known.put(info.id, target, data)
                 info.version = info.seen = target
                 return target
@@ -305,6 +305,16 @@ class Generations:
                         target, info.id)
             target += 1
         raise WriteFenced(f"upload {info.id}: too many unreadable generations")
+
+    def _own(self, upload_id: str, number: int, data: bytes) -> bool:
+        """Is the generation that made our PUT fail (412) the very bytes we sent, so our own
+        write, landed by an earlier try? (A balancer may send a buffered PUT to another node
+        when the first died after taking it; the bytes name this writer's token.)"""
+        try:
+            return self.objects.read_object(upload_id, generation_key(number), quick=True)[0] \
+                == data
+        except StorageUnavailable:
+            return False
 
     @staticmethod
     def prune_names(before: int, last: int) -> list[str]:

@@ -47,7 +47,7 @@ from typing import Optional
 import urllib3
 from ..config import Settings
 from . import chores, pokes
-from .objects import BEAT_REFUSED_PAUSES, QUICK, Objects, refused_for_quorum
+from .objects import BEAT_REFUSED_PAUSES, QUICK, Objects
 from .system import SystemBucket
 
 log = logging.getLogger("tus_server.store")
@@ -107,25 +107,16 @@ class Heartbeat:
             self.seq += 1
             seq = self.seq
             self._unsettled[seq] = key = f"{self.prefix}{TOP - seq:012d}"
-        url = self.objects.client.get_presigned_url("PUT", self.bucket, key,
-                                                    expires=timedelta(minutes=15))
-        pauses = iter(BEAT_REFUSED_PAUSES)
-        while True:
-            sent = time.monotonic()
-            response = self.objects.quick_http.request(
-                "PUT", url, body=self._body, headers={"Content-Type": "application/json"},
-                retries=False, timeout=QUICK)
-            pause = next(pauses, None) if refused_for_quorum(response) else None
-            if pause is None:
-                break
-            time.sleep(pause)  # a node short of drives refused it: another may take it
-        if response.status != 200:
-            raise OSError(f"PUT answered {response.status}")
-        with self._guard:
-            self.landed_sent = max(self.landed_sent, sent)
+        sent = time.monotonic()
+        status = self.objects.put_quickly(self.bucket, key, self._body,
+                                          {"Content-Type": "application/json"},
+                                          pauses=BEAT_REFUSED_PAUSES, context=self.id)
+        if status != 200:
+            raise OSError(f"PUT answered {status}")
         # In: every earlier beat (written, abandoned, or still hanging, which may land later)
         # is superseded and deleted in the background.
         with self._guard:
+            self.landed_sent = max(self.landed_sent, sent)
             stale = [k for n, k in self._unsettled.items() if n < seq]
             self._unsettled = {n: k for n, k in self._unsettled.items() if n >= seq}
         if stale:

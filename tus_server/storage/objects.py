@@ -191,9 +191,16 @@ class Objects:
             raise UploadNotFound(upload_id)  # the bucket is gone: the upload was terminated
         return self._etag_or_none(response, key, upload_id)
 
+    def put_quickly(self, bucket: str, key: str, body: bytes, headers: dict,
+                    pauses: tuple = REFUSED_PAUSES, context: str = "") -> int:
+        """A plain PUT with the short timeout of `QUICK`, sent again after each of `pauses`
+        while MinIO refuses it for want of drives: the answer's status."""
+        return self._put(bucket, key, body, headers, None, False, None, context, quick=True,
+                         pauses=pauses).status
+
     def _put(self, bucket: str, key: str, body, headers: dict, if_match: Optional[str],
              if_none_match: bool, query: Optional[dict], context: str, quick: bool = False,
-             timeout: Optional[urllib3.Timeout] = None):
+             timeout: Optional[urllib3.Timeout] = None, pauses: tuple = REFUSED_PAUSES):
         headers = dict(headers)
         if if_none_match:
             headers["If-None-Match"] = "*"
@@ -202,7 +209,7 @@ class Objects:
         pool = self.quick_http if quick else self.http
         own_timeout = {} if timeout is None else {"timeout": timeout}  # else the pool's
         replayable = isinstance(body, (bytes, bytearray, memoryview))
-        pauses = iter(REFUSED_PAUSES)
+        pauses = iter(pauses)
         while True:
             with storage_errors(context):
                 signed = dict(headers)
