@@ -64,10 +64,12 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
+    from tus_server.storage import chores
     from tus_server.storage.instances import stop_all
     from tus_server.storage.kept_locks import release_all
 
     release_all()  # while the heartbeat still says this worker is alive
+    chores.drain(timeout=3.0)  # the last requests' garbage, deleted after their answers
     stop_all()
 
 
