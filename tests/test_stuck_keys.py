@@ -68,6 +68,18 @@ def test_an_upload_goes_on_and_its_instance_stays_alive_past_stuck_keys(minio, g
         proxy.close()
 
 
+def written_to_generation_3(gunicorn_server, proxy, filename: str):
+    """Two instances behind `proxy`; instance a wrote an upload's generations 2 and 3 (two
+    PATCHes of PIECE bytes). Instance b, its upload id and its 3 * PIECE bytes."""
+    a = gunicorn_server(chunk_size=1 * MIB, minio_endpoint=proxy.endpoint, lock_keep=0)
+    b = gunicorn_server(chunk_size=1 * MIB, minio_endpoint=proxy.endpoint, lock_keep=0)
+    data = os.urandom(3 * PIECE)
+    url_a = create_url(a.url, len(data), metadata(filename=filename))
+    assert patch(url_a, 0, data[:PIECE]).status_code == 204  # generation 2
+    assert patch(url_a, PIECE, data[PIECE:2 * PIECE]).status_code == 204  # generation 3
+    return b, upload_id(url_a), data
+
+
 class SlowProxy(HeaderStrippingProxy):
     """Answers GETs of one key `delay` seconds late (a MinIO slow under load, not stuck)."""
 
@@ -91,13 +103,7 @@ def test_a_state_generation_answered_late_is_used_once_it_came(minio, gunicorn_s
     so the next read is generation 3's, without asking MinIO again."""
     proxy = SlowProxy(minio.endpoint, delay=HEDGE_AFTER + 0.6)
     try:
-        a = gunicorn_server(chunk_size=1 * MIB, minio_endpoint=proxy.endpoint, lock_keep=0)
-        b = gunicorn_server(chunk_size=1 * MIB, minio_endpoint=proxy.endpoint, lock_keep=0)
-        data = os.urandom(3 * PIECE)
-        url_a = create_url(a.url, len(data), metadata(filename="slow-read.bin"))
-        uid = upload_id(url_a)
-        assert patch(url_a, 0, data[:PIECE]).status_code == 204  # generation 2
-        assert patch(url_a, PIECE, data[PIECE:2 * PIECE]).status_code == 204  # generation 3
+        b, uid, data = written_to_generation_3(gunicorn_server, proxy, "slow-read.bin")
         proxy.key = "/" + generation_key(3)
         url_b = b.url + "/files/" + uid
         assert head(url_b).headers["Upload-Offset"] == str(PIECE)
@@ -152,13 +158,7 @@ def test_a_state_generation_whose_read_hangs_is_read_past_and_not_asked_again(
 
     proxy = HeaderStrippingProxy(minio.endpoint, stall=stall)
     try:
-        a = gunicorn_server(chunk_size=1 * MIB, minio_endpoint=proxy.endpoint, lock_keep=0)
-        b = gunicorn_server(chunk_size=1 * MIB, minio_endpoint=proxy.endpoint, lock_keep=0)
-        data = os.urandom(3 * PIECE)
-        url_a = create_url(a.url, len(data), metadata(filename="stuck-read.bin"))
-        uid = upload_id(url_a)
-        assert patch(url_a, 0, data[:PIECE]).status_code == 204  # generation 2
-        assert patch(url_a, PIECE, data[PIECE:2 * PIECE]).status_code == 204  # generation 3
+        b, uid, data = written_to_generation_3(gunicorn_server, proxy, "stuck-read.bin")
         armed["key"] = "/" + generation_key(3)
         url_b = b.url + "/files/" + uid
         # Generation 2's offset: the bytes of 3 are stored, but its state cannot be read. The
