@@ -22,7 +22,7 @@ import requests
 from tus_server.app import create_app
 from tus_server.config import Settings
 from tus_server.storage.minio_backend import MinioStore
-from tus_server.storage import kept_locks
+from tus_server.storage import chores, kept_locks
 
 from .helpers import ThreadedServer
 from .minio_process import ACCESS_KEY, ROOT, SECRET_KEY, MinioProcess, free_port
@@ -110,6 +110,9 @@ def store(settings) -> MinioStore:
 
 
 def _remove_everything(store: MinioStore) -> None:
+    """Empty every upload bucket (and the system buckets' records). One bucket that cannot be
+    removed yet (an object written into it while it was emptied) is emptied again, and never
+    keeps the buckets after it: an upload left over is in the next test's listing."""
     from minio.deleteobjects import DeleteObject
 
     client = store.client
@@ -122,22 +125,33 @@ def _remove_everything(store: MinioStore) -> None:
             continue
         if not bucket.name.startswith("tus-"):
             continue
-        names = [o.object_name for o in client.list_objects(bucket.name, recursive=True)]
-        if names:
-            list(client.remove_objects(bucket.name, [DeleteObject(n) for n in names]))
-        # The shared bucket stays (emptied): on SeaweedFS every new bucket grows volumes.
-        if bucket.name != store.settings.bucket:
-            client.remove_bucket(bucket.name)
+        for attempt in range(3):
+            names = [o.object_name for o in client.list_objects(bucket.name, recursive=True)]
+            if names:
+                list(client.remove_objects(bucket.name, [DeleteObject(n) for n in names]))
+            # The shared bucket stays (emptied): on SeaweedFS every new bucket grows volumes.
+            if bucket.name == store.settings.bucket:
+                break
+            try:
+                client.remove_bucket(bucket.name)
+                break
+            except Exception:
+                if attempt == 2:
+                    raise
+                time.sleep(0.2)
 
 
 @pytest.fixture(autouse=True)
 def clean_storage(request):
-    """Remove every upload after each test that used the store (so tests stay independent)."""
+    """Remove every upload after each test that used the store (so tests stay independent).
+    The background chores (a lock's `released` generation, garbage deletes) run first, so none
+    of them writes into a bucket being removed."""
     store = request.getfixturevalue("store") if "store" in request.fixturenames else None
     yield
     if store is not None:
         try:
             kept_locks.release_all()  # before the wipe, so no release lands after it
+            chores.drain(timeout=10.0)
             _remove_everything(store)
         except Exception:  # MinIO may have been stopped by the test itself
             pass

@@ -198,7 +198,8 @@ def test_storage_outage_during_an_upload_says_retrying_and_recovers(make_server,
     assert refused["count"] == 2
     texts = page.evaluate("window.rowTexts")
     assert any(text.endswith("· storage unavailable, retrying") for text in texts), texts
-    [upload] = listing(server)
+    # Exactly one upload of this file: the refused PATCHes were resumed, never a new creation.
+    [upload] = [u for u in listing(server) if u["filename"] == "outage.bin"]
     assert upload["completed"]
     assert upload["sha256"] in (None, sha256(data))
     assert sha256(requests.get(upload["download_url"]).content) == sha256(data)
