@@ -175,6 +175,12 @@ class Lease:
             looked = time.monotonic()
             try:
                 newest = current(self.objects, self.upload_id)
+                if newest is not None and newest.holder == self.holder \
+                        and newest.state == "held":
+                    # Our own PUT, stored by a node that died before it answered and found
+                    # by its second try (412): the holder token is this lease's alone.
+                    self.generation, self.confirmed = newest, looked
+                    break
                 if newest is None or nobody_writing(newest, self.instances):
                     self.generation = self._write(newest, "held")
                     if self.generation is not None:

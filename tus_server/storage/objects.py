@@ -46,6 +46,7 @@ NOT_FOUND_CODES = {"NoSuchBucket", "NoSuchKey", "NoSuchUpload", "ResourceNotFoun
 # SHA-256 in user metadata (chunks written by earlier versions; still read and verified).
 CRC32C_HEADER = "x-amz-checksum-crc32c"
 SHA256_META = "x-amz-meta-sha256"
+CHECKSUM_MODE = {"x-amz-checksum-mode": "ENABLED"}  # ask for the stored CRC32C in an answer
 # Timeouts of lock and heartbeat requests: an answer later than this says nothing useful.
 QUICK = urllib3.Timeout(connect=2.0, read=3.0)
 TIDY = urllib3.Timeout(connect=1.0, read=1.0)
@@ -71,6 +72,13 @@ def error_code(response) -> str:
 def refused_for_quorum(response) -> bool:
     """Did MinIO refuse this PUT before storing it (`WRITE_REFUSED`)?"""
     return response.status == 503 and error_code(response) == WRITE_REFUSED
+
+
+def no_node_answered(response) -> bool:
+    """A balancer's 502 (deploy/nginx-minio.conf): every node it tried failed, or it had left
+    them all out for a moment. The PUT may have been stored by a node that died before it
+    answered."""
+    return response.status == 502 and not error_code(response)
 
 
 def crc32c_b64(data) -> str:
@@ -173,8 +181,9 @@ class Objects:
         ETag, or None when the precondition failed (404: If-Match on an object that is gone).
 
         Sent again only when MinIO refused it for want of drives (`REFUSED_PAUSES`): such a
-        PUT stored nothing, or MinIO undid it. No other retry: a retried create could find its
-        own first attempt and call it taken.
+        PUT stored nothing, or MinIO undid it. No other retry: a retried write of a system
+        record (a usage count, an outbox entry) could find its own first attempt, call it
+        another's and apply its change twice.
         """
         return self._etag_or_none(self._put(bucket, key, body, headers, if_match,
                                             if_none_match, query, context), key, context)
@@ -184,9 +193,15 @@ class Objects:
                query: Optional[dict] = None, quick: bool = False,
                timeout: Optional[urllib3.Timeout] = None) -> Optional[str]:
         """`put_in_bucket` for an object of an upload; UploadNotFound once its bucket is gone.
-        `quick`: with the short timeout of `QUICK`; `timeout`: this one instead."""
+        `quick`: with the short timeout of `QUICK`; `timeout`: this one instead.
+
+        Also sent again after a balancer's 502 (`no_node_answered`): every object of an upload
+        is a new key or names its writer, and each of its writers knows its own first try
+        when a second one finds it (412): a state generation by its bytes, a piece by its
+        CRC32C, a chunk by the claim that replaces it, a lock generation by its holder."""
         response = self._put(self.location(upload_id)[0], key, body, headers, if_match,
-                             if_none_match, query, upload_id, quick, timeout)
+                             if_none_match, query, upload_id, quick, timeout,
+                             own_first_try_known=True)
         if response.status == 404 and b"NoSuchKey" not in response.data:
             raise UploadNotFound(upload_id)  # the bucket is gone: the upload was terminated
         return self._etag_or_none(response, key, upload_id)
@@ -196,11 +211,12 @@ class Objects:
         """A plain PUT with the short timeout of `QUICK`, sent again after each of `pauses`
         while MinIO refuses it for want of drives: the answer's status."""
         return self._put(bucket, key, body, headers, None, False, None, context, quick=True,
-                         pauses=pauses).status
+                         pauses=pauses, own_first_try_known=True).status
 
     def _put(self, bucket: str, key: str, body, headers: dict, if_match: Optional[str],
              if_none_match: bool, query: Optional[dict], context: str, quick: bool = False,
-             timeout: Optional[urllib3.Timeout] = None, pauses: tuple = REFUSED_PAUSES):
+             timeout: Optional[urllib3.Timeout] = None, pauses: tuple = REFUSED_PAUSES,
+             own_first_try_known: bool = False):
         headers = dict(headers)
         if if_none_match:
             headers["If-None-Match"] = "*"
@@ -216,11 +232,13 @@ class Objects:
                 url = self._signed_put(bucket, key, signed, query)
                 response = pool.request("PUT", url, body=body, headers=signed, retries=False,
                                         **own_timeout)
-            pause = next(pauses, None) if replayable and refused_for_quorum(response) else None
+            again = refused_for_quorum(response) or \
+                (own_first_try_known and no_node_answered(response))
+            pause = next(pauses, None) if replayable and again else None
             if pause is None:
                 return response
-            log.info("PUT refused (%s), sent again in %.2f s upload_id=%s key=%s",
-                     WRITE_REFUSED, pause, context, key)
+            log.info("PUT refused (%d %s), sent again in %.2f s upload_id=%s key=%s",
+                     response.status, error_code(response), pause, context, key)
             time.sleep(pause)
 
     def _signed_put(self, bucket: str, key: str, headers: dict, query: Optional[dict]) -> str:
@@ -338,6 +356,17 @@ class Objects:
         """Delete one object with the short timeout (background tidying)."""
         with storage_errors(bucket):
             self.quick.remove_object(bucket, key)
+
+    def stored_crc32c(self, upload_id: str, key: str) -> Optional[str]:
+        """The CRC32C MinIO keeps for `key` of an upload (as S3 spells it), None when the object
+        is gone or has none."""
+        bucket = self.location(upload_id)[0]
+        try:
+            with storage_errors(upload_id):
+                found = self.client.stat_object(bucket, key, extra_headers=CHECKSUM_MODE)
+        except UploadNotFound:
+            return None
+        return found.metadata.get(CRC32C_HEADER)
 
     def object_etag(self, upload_id: str, key: str) -> Optional[str]:
         bucket = self.location(upload_id)[0]

@@ -107,8 +107,11 @@ class Parts:
         self.serial += 1
         name = piece_key(start, self.token, self.serial)
         headers = headers or self.headers(view)
-        if self.objects.put_if(self.info.id, self.prefix + name, view, headers,
-                               if_none_match=True) is None:
+        key = self.prefix + name
+        if self.objects.put_if(self.info.id, key, view, headers, if_none_match=True) is None \
+                and self.objects.stored_crc32c(self.info.id, key) != headers[CRC32C_HEADER]:
+            # (The same CRC32C under this writer's own name: its first try, stored by a node
+            # that died before it answered, found by the balancer's second.)
             raise WriteFenced(f"piece {name} of upload {self.info.id} exists")
         return [start, start + len(view), name, headers[CRC32C_HEADER]]
 

@@ -30,12 +30,11 @@ from minio.error import MinioException, S3Error
 
 from .heap import give_back_freed_memory
 from .layout import chunk_count, chunk_key
-from .objects import CRC32C_HEADER, SHA256_META, Objects, crc32c_b64_of
+from .objects import CHECKSUM_MODE, CRC32C_HEADER, SHA256_META, Objects, crc32c_b64_of
 from .store import StorageUnavailable, StoredDataCorrupt, UploadInfo, UploadNotFound
 
 log = logging.getLogger("tus_server.store")
 
-CHECKSUM_MODE = {"x-amz-checksum-mode": "ENABLED"}  # ask MinIO for the stored CRC32C
 # Chunks a download reads ahead of the one being sent.
 READ_AHEAD = 2
 # Tries at one chunk read before the download is cut, the pause before the second (doubling:
