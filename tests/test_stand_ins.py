@@ -9,6 +9,9 @@ storage/stand_ins.py).
 * A real late answer: a loopback proxy in front of MinIO holds MinIO's answer to the first
   chunk PUT past the timeout. MinIO stores that chunk anyway; the writer has already stored a
   stand-in and moved on, and the chunk left under its name is replaced by the copy.
+* A piece PUT answered late is sent again under the writer's next piece name (its key may
+  be one a dead MinIO node left locked); the first try, stored all the same, is listed by no
+  generation and deleted when the upload finishes.
 * A reader that started before the copy (it holds the state that lists the stand-in) still
   reads the right bytes after the stand-in piece is gone.
 """
@@ -168,15 +171,17 @@ def test_a_reader_holding_the_state_before_the_copy_reads_the_chunk_name(stand_i
 
 # ----------------------------------------------------------------- a real late answer
 CHUNK_PUT = re.compile(rb"^PUT [^ ]*\.part\d+of\d+(\?[^ ]*)? HTTP/1\.1")
+PIECE_PUT = re.compile(rb"^PUT [^ ]*/\.tus/pieces/[^ ?]+(\?[^ ]*)? HTTP/1\.1")
 
 
 class LateAnswerProxy(HeaderStrippingProxy):
-    """A loopback proxy in front of MinIO. Once armed, MinIO's answer to the next chunk PUT is
-    held for `hold` seconds (the request itself goes through at once, so MinIO stores the
-    chunk); `held` counts those answers."""
+    """A loopback proxy in front of MinIO. Once armed, MinIO's answer to the next chunk PUT (or
+    PUT whose request line matches `pattern`) is held for `hold` seconds (the request itself
+    goes through at once, so MinIO stores the object); `held` counts those answers."""
 
-    def __init__(self, target: str, hold: float):
+    def __init__(self, target: str, hold: float, pattern: re.Pattern = CHUNK_PUT):
         self.hold = hold
+        self.pattern = pattern
         self.armed = 0
         self.held = 0
         self.held_lines: list[bytes] = []  # the request lines of the held answers
@@ -185,7 +190,7 @@ class LateAnswerProxy(HeaderStrippingProxy):
 
     def before_forward(self, request_line: bytes, upstream: socket.socket) -> None:
         with self._guard:
-            if self.armed and CHUNK_PUT.match(request_line):
+            if self.armed and self.pattern.match(request_line):
                 self.armed -= 1
                 self.held += 1
                 self.held_lines.append(request_line)
@@ -237,6 +242,45 @@ def test_a_chunk_answered_late_gets_a_stand_in_and_is_replaced_by_the_copy(minio
         info = wait_settled(store, uid)
         assert info.stand_ins == [] and info.completed
         assert data_objects(store, uid) == expected_chunks("late.bin", len(data))
+        assert download(url) == data
+    finally:
+        proxy.close()
+
+
+def test_a_piece_answered_late_is_put_again_under_the_next_name(minio, make_server):
+    proxy = LateAnswerProxy(minio.endpoint, hold=HOLD, pattern=PIECE_PUT)
+    try:
+        server = make_server(chunk_size=CHUNK, chunk_answer_timeout=0.5,
+                             minio_endpoint=proxy.endpoint)
+        store = server.store
+        data = random_bytes(CHUNK + 1000)
+        url = create_url(server.url, len(data), metadata(filename="late-piece.bin"))
+        uid = upload_id(url)
+        proxy.armed = 1
+        started = time.monotonic()
+        response = patch(url, 0, data[:1000])  # less than a chunk: a piece
+        took = time.monotonic() - started
+        assert response.status_code == 204, response.text
+        assert response.headers["Upload-Offset"] == "1000"
+        assert proxy.held == 1
+        assert took < HOLD, f"the PATCH waited out MinIO's late answer ({took:.1f} s)"
+        first = re.search(rb"/(\.tus/pieces/[^ ?]+)", proxy.held_lines[0]).group(1).decode()
+        assert first.endswith("-1")
+        (piece,) = store.get(uid).pieces
+        assert piece[:2] == [0, 1000] and piece[2] == first[:-2] + "-2"
+        # MinIO stored the first try too (only its answer was late): garbage until the end.
+        deadline = time.monotonic() + 10
+        while first not in data_objects(store, uid):
+            assert time.monotonic() < deadline, data_objects(store, uid)
+            time.sleep(0.1)
+
+        response = patch(url, 1000, data[1000:])
+        assert response.status_code == 204, response.text
+        assert download(url) == data
+        deadline = time.monotonic() + 10
+        while data_objects(store, uid) != expected_chunks("late-piece.bin", len(data)):
+            assert time.monotonic() < deadline, data_objects(store, uid)
+            time.sleep(0.1)
         assert download(url) == data
     finally:
         proxy.close()

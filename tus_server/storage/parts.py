@@ -103,12 +103,27 @@ class Parts:
 
     def put_piece(self, view, start: int, headers: Optional[dict] = None) -> list:
         """Store bytes from file offset `start` as a new piece; its [start, end, key, crc].
-        `headers`: those `headers(view)` gave already (the CRC32C is not computed again)."""
+        `headers`: those `headers(view)` gave already (the CRC32C is not computed again).
+
+        A PUT unanswered within `TUS_CHUNK_ANSWER_TIMEOUT` is sent once more under the next
+        name: its key may be one a dead MinIO node left locked (a balancer sent it on after
+        the node that took it died), which hangs every PUT of it for minutes. A first try that
+        lands after all is a piece no generation lists, deleted when the upload finishes."""
+        headers = headers or self.headers(view)
+        if self.answer_timeout is not None:
+            try:
+                return self._put_new_piece(view, start, headers, self.answer_timeout)
+            except StorageUnavailable as exc:
+                log.warning("piece PUT unanswered, sent again under the next name "
+                            "upload_id=%s: %s", self.info.id, exc)
+        return self._put_new_piece(view, start, headers, None)
+
+    def _put_new_piece(self, view, start: int, headers: dict, timeout) -> list:
         self.serial += 1
         name = piece_key(start, self.token, self.serial)
-        headers = headers or self.headers(view)
         key = self.prefix + name
-        if self.objects.put_if(self.info.id, key, view, headers, if_none_match=True) is None \
+        if self.objects.put_if(self.info.id, key, view, headers, if_none_match=True,
+                               timeout=timeout) is None \
                 and self.objects.stored_crc32c(self.info.id, key) != headers[CRC32C_HEADER]:
             # (The same CRC32C under this writer's own name: its first try, stored by a node
             # that died before it answered, found by the balancer's second.)
