@@ -21,6 +21,7 @@ from tus_server.storage.instances import Instances
 from tus_server.storage.layout import generation_key
 from tus_server.storage.lease import TOP
 from tus_server.storage.lease import current as current_lock
+from tus_server.storage.lock_generations import write_generation
 from tus_server.storage.objects import QUICK
 
 from .header_proxy import HeaderStrippingProxy
@@ -174,5 +175,76 @@ def test_a_state_generation_whose_read_hangs_is_read_past_and_not_asked_again(
         response = patch(url_b, PIECE, data[PIECE:])
         assert response.status_code == 204, response.text
         assert sha256(requests.get(url_b).content) == sha256(data)
+    finally:
+        proxy.close()
+
+
+def test_a_lock_taken_from_a_dead_writer_skips_the_state_number_it_was_writing(
+        minio, gunicorn_server, store):
+    """The scale-out stall that was left at 5.9 s: the killed instance was committing the
+    generation after the newest, the MinIO node coordinating that PUT died with it, and the
+    writer that took the lock over tried the same number first and waited out its timeout
+    (`QUICK`) before it skipped it. A lock taken from a writer that died in a request now
+    starts its commits one number higher."""
+    armed: dict = {"key": None}
+
+    def stall(path: str) -> bool:
+        return armed["key"] is not None and unquote(path.split("?", 1)[0]).endswith(armed["key"])
+
+    proxy = HeaderStrippingProxy(minio.endpoint, stall=stall)
+    try:
+        b, uid, data = written_to_generation_3(gunicorn_server, proxy, "dead-writer.bin")
+        # The dead writer: its lock held past its lease, its commit of generation 4 stuck.
+        assert write_generation(store.objects, uid, current_lock(store.objects, uid), "held",
+                                "dead-holder", None, expires=time.time() - 10) is not None
+        armed["key"] = "/" + generation_key(4)
+        url_b = b.url + "/files/" + uid
+        assert head(url_b).headers["Upload-Offset"] == str(2 * PIECE)
+        started = time.monotonic()
+        response = patch(url_b, 2 * PIECE, data[2 * PIECE:])
+        took = time.monotonic() - started
+        assert response.status_code == 204, response.text
+        assert not [line for line in proxy.stalled if generation_key(4) in line], proxy.stalled
+        assert took < QUICK.read_timeout, took
+        names = stored_objects(store, uid)
+        assert generation_key(4) not in names and generation_key(5) in names, sorted(names)
+        assert head(url_b).headers["Upload-Offset"] == str(len(data))
+        assert sha256(requests.get(url_b).content) == sha256(data)
+    finally:
+        proxy.close()
+
+
+def test_a_download_asks_again_for_a_newest_state_this_process_marked_unreadable(
+        minio, gunicorn_server, store):
+    """The scale-out loss of 2026-12-03 (run 20 of 30): right after the node rejoined, the
+    restarted instance could not read an upload's final generation for a moment, marked it
+    unreadable for a minute, and answered every download of it from then on with a 503 (the
+    generation before says unfinished) while the other instance served it. Now a download
+    whose fallback state is unfinished asks MinIO again past the mark."""
+    armed: dict = {"key": None}
+
+    def stall(path: str) -> bool:
+        return armed["key"] is not None and unquote(path.split("?", 1)[0]).endswith(armed["key"])
+
+    proxy = HeaderStrippingProxy(minio.endpoint, stall=stall)
+    try:
+        a = gunicorn_server(chunk_size=1 * MIB, minio_endpoint=proxy.endpoint, lock_keep=0)
+        b = gunicorn_server(chunk_size=1 * MIB, minio_endpoint=proxy.endpoint, lock_keep=0)
+        data = os.urandom(2 * PIECE)
+        url_a = create_url(a.url, len(data), metadata(filename="marked.bin"))
+        uid = upload_id(url_a)
+        assert patch(url_a, 0, data[:PIECE]).status_code == 204
+        assert patch(url_a, PIECE, data[PIECE:]).status_code == 204
+        final = store.generations.newest(uid)
+        assert store.generations.read(uid).completed
+        url_b = b.url + "/files/" + uid
+        armed["key"] = "/" + generation_key(final)  # unreadable for a moment, on b only
+        assert requests.get(url_b).status_code == 503
+        assert any(generation_key(final) in line for line in proxy.stalled), proxy.stalled
+        armed["key"] = None
+        time.sleep(QUICK.read_timeout + 0.5)  # b's hanging GETs have timed out: marked
+        response = requests.get(url_b)
+        assert response.status_code == 200, response.text
+        assert sha256(response.content) == sha256(data)
     finally:
         proxy.close()

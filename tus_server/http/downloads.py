@@ -64,8 +64,11 @@ def download_response(info: UploadInfo) -> Response:
         raise errors.Forbidden("a partial upload is not a file; download its final upload")
     if not info.completed and (info.version or 0) < (info.seen or 0):
         # The newest state could not be read (a node rejoining) and an older one says
-        # unfinished: that is a degraded store, not an answer about the file.
-        raise StorageUnavailable(f"the newest state of upload {upload_id} cannot be read")
+        # unfinished: ask MinIO again, past what this process marked unreadable; still
+        # unfinished, that is a degraded store, not an answer about the file.
+        info = current_app.config["TUS_STORE"].get(upload_id, patient=True)
+        if not info.completed and (info.version or 0) < (info.seen or 0):
+            raise StorageUnavailable(f"the newest state of upload {upload_id} cannot be read")
     if not info.completed:
         raise errors.Conflict(
             f"upload {upload_id} is not finished: {info.offset} of "

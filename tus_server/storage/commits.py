@@ -26,7 +26,8 @@ class Commits:
     def __init__(self, objects: Objects, generations: Generations, info: UploadInfo,
                  token: str, lease_seconds: float, started: Optional[float] = None,
                  still_ours: Optional[Callable[[], bool]] = None,
-                 unchallenged: Optional[Callable[[], Optional[bool]]] = None):
+                 unchallenged: Optional[Callable[[], Optional[bool]]] = None,
+                 skip_first: bool = False):
         self.objects = objects
         self.generations = generations
         self.token = token
@@ -40,6 +41,12 @@ class Commits:
         self.base = info.version or 0  # the generation the writer started from
         self.seen = max(info.seen, self.base)  # the highest generation number it has seen
         self.last: Optional[int] = None  # the newest generation it committed
+        # The lock was taken from a writer that died mid-request: its last commit may be in
+        # flight under the number after the newest listed, a key the MinIO node coordinating
+        # it may have left locked for minutes when it died with it (each PUT of that key
+        # waits out `QUICK` before `Generations.commit` skips it). So the first commit
+        # leaves that number out, as such a skip would, without the wait.
+        self.skip_first = skip_first
         self.written: list[int] = []  # every generation it committed
         self.mine: list[str] = []  # pieces the writer put
         self.referenced: set[str] = set()  # ... and listed in a generation it committed
@@ -54,8 +61,10 @@ class Commits:
             info.garbage = []
             if info.completed:
                 info.pieces = []
-        self.last = self.seen = self.generations.commit(info, max(self.seen, self.last or 0),
-                                                        self.still_ours)
+        after = max(self.seen, self.last or 0)
+        if self.skip_first and self.last is None:
+            after += 1
+        self.last = self.seen = self.generations.commit(info, after, self.still_ours)
         self.written.append(self.last)
         self.referenced.update(p[2] for p in info.pieces + info.stand_ins)
         self.to_delete += release

@@ -155,23 +155,32 @@ class Generations:
         numbers = self.listed(upload_id, limit=1)
         return numbers[0] if numbers else 0
 
-    def read(self, upload_id: str) -> UploadInfo:
-        """The newest readable generation; `version` is its number, `seen` the highest listed."""
-        info = self._read_once(upload_id)
+    def read(self, upload_id: str, patient: bool = False) -> UploadInfo:
+        """The newest readable generation; `version` is its number, `seen` the highest listed.
+
+        `patient`: ask MinIO for every listed generation again, whatever this process marked
+        unreadable, once each, waiting up to the short timeout instead of `HEDGE_AFTER`.
+        For a read whose fallback would be an error anyway (a download that an older state
+        calls unfinished): a mark lasts a minute, and a newest generation that a rejoining
+        node kept unreadable for a second would otherwise fail this process's downloads of
+        the upload all that time while other processes serve them."""
+        info = self._read_once(upload_id, patient=patient)
         if info is None:  # the first generation appeared between two LISTs (a creation)
-            info = self._read_once(upload_id, last_try=True)
+            info = self._read_once(upload_id, last_try=True, patient=patient)
         if info.terminated:
             raise UploadNotFound(upload_id)
         return info
 
-    def _read_once(self, upload_id: str, last_try: bool = False) -> Optional[UploadInfo]:
+    def _read_once(self, upload_id: str, last_try: bool = False,
+                   patient: bool = False) -> Optional[UploadInfo]:
         numbers = self.listed(upload_id)
         for number in numbers:
             # A generation judged torn or stuck here is not asked again (each try of a stuck
             # key waits out the short timeout); an older one is readable, or this raises.
-            known_bad = (upload_id, number) in self.unreadable
-            info = None if known_bad else self._get(upload_id, generation_key(number), number)
-            if info is None and number == numbers[0] and not known_bad:
+            known_bad = not patient and (upload_id, number) in self.unreadable
+            info = None if known_bad else \
+                self._get(upload_id, generation_key(number), number, patient)
+            if info is None and number == numbers[0] and not known_bad and not patient:
                 info = self._get_newest_again(upload_id, number)
             if info is not None:
                 info.version, info.seen = number, numbers[0]
@@ -213,15 +222,16 @@ class Generations:
     def readable(self, upload_id: str, number: int) -> bool:
         return self._get(upload_id, generation_key(number)) is not None
 
-    def _get(self, upload_id: str, name: str, number: Optional[int] = None
-             ) -> Optional[UploadInfo]:
+    def _get(self, upload_id: str, name: str, number: Optional[int] = None,
+             patient: bool = False) -> Optional[UploadInfo]:
         """One state object, or None when it is missing, unreadable or damaged; generation
-        `number` comes from memory when this process knows it."""
+        `number` comes from memory when this process knows it. Not `patient`: a generation's
+        GET is read past after `HEDGE_AFTER` (`_fetch`)."""
         data = self.known.get(upload_id, number) if number is not None else None
         if data is None:
             try:
                 data = self.objects.read_object(upload_id, name, quick=True)[0] \
-                    if number is None else self._fetch(upload_id, name, number)
+                    if number is None or patient else self._fetch(upload_id, name, number)
             except StorageUnavailable:  # a quorum error: the caller tries another
                 return None
             if data is None:

@@ -101,8 +101,8 @@ class MinioStore:
                 raise
         self._shared_bucket_ready = True
 
-    def _read_info(self, upload_id: str) -> UploadInfo:
-        return self.generations.read(upload_id)
+    def _read_info(self, upload_id: str, patient: bool = False) -> UploadInfo:
+        return self.generations.read(upload_id, patient)
 
     def read_object(self, upload_id: str, name: str):
         return self.objects.read_object(upload_id, name)
@@ -122,9 +122,10 @@ class MinioStore:
         self.generations.commit(info, after=0)
         return info
 
-    def get(self, upload_id: str, settle_writer: bool = False) -> UploadInfo:
+    def get(self, upload_id: str, settle_writer: bool = False,
+            patient: bool = False) -> UploadInfo:
         """The upload's info; with `settle_writer`, first ask a running PATCH to hand over, so
-        the offset includes what it received (HEAD)."""
+        the offset includes what it received (HEAD); `patient`: see `Generations.read`."""
         kept = self._kept.info(upload_id)
         if kept is not None:  # the lock is ours and idle: nothing runs, nobody else commits
             return kept
@@ -134,7 +135,7 @@ class MinioStore:
             except UploadLocked:
                 self._read_info(upload_id)  # removed: 404, whatever its lock still says
                 raise
-        return self._read_info(upload_id)
+        return self._read_info(upload_id, patient)
 
     @contextmanager
     def locked(self, upload_id: str, wait: Optional[float] = None, keep_lock_object: bool = False):

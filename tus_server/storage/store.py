@@ -168,7 +168,8 @@ class BodyVerifier(Protocol):
 class Store(Protocol):
     def create(self, info: UploadInfo) -> UploadInfo: ...
 
-    def get(self, upload_id: str, settle_writer: bool = False) -> UploadInfo: ...
+    def get(self, upload_id: str, settle_writer: bool = False,
+            patient: bool = False) -> UploadInfo: ...
 
     def write(self, upload_id: str, offset: int, stream: BinaryIO, length_hint: Optional[int],
               verifier: Optional[BodyVerifier] = None,

@@ -86,7 +86,8 @@ class ChunkWriter:
         self.commits = Commits(objects, generations, info, self.token, settings.lock_lease,
                                started=getattr(lease, "confirmed", None),
                                still_ours=getattr(lease, "still_ours", None),
-                               unchallenged=getattr(lease, "unchallenged", None))
+                               unchallenged=getattr(lease, "unchallenged", None),
+                               skip_first=getattr(lease, "took_over_writer", False))
         self.parts = Parts(objects, generations, info, self.token, self._claim)
         self.free: queue.Queue = queue.Queue()
         self.full: queue.Queue = queue.Queue()
