@@ -19,6 +19,7 @@ import pytest
 from tus_server.storage.generations import UNANSWERED_SKIPS
 from tus_server.storage.layout import GENERATION_PREFIX, generation_number
 from tus_server.storage.objects import REFUSED_PAUSES
+from tus_server.storage.parts import written_pieces
 
 from .header_proxy import HeaderStrippingProxy
 from .helpers import (
@@ -197,6 +198,7 @@ def test_a_piece_read_back_that_a_node_refuses_for_a_while_is_read_again(refusin
     data = random_bytes(2 * CHUNK)
     url = create_url(server.url, len(data), metadata(filename="piece.bin"))
     assert patch(url, 0, data[:1000]).status_code == 204  # stored as a piece
+    written_pieces.clear()  # read back as a process that did not put it
     proxy.refuse = 5  # minio-py tries each GET 3 times: the second read's retry gets it
     response = patch(url, 1000, data[1000:CHUNK + 10])
     assert response.status_code == 204, response.text
@@ -211,6 +213,7 @@ def test_a_piece_that_stays_unreadable_is_a_503_and_the_retry_finishes(refusing)
     data = random_bytes(2 * CHUNK)
     url = create_url(server.url, len(data), metadata(filename="piece-gone.bin"))
     assert patch(url, 0, data[:1000]).status_code == 204
+    written_pieces.clear()  # read back as a process that did not put it
     proxy.refuse = 1000
     response = patch(url, 1000, data[1000:CHUNK + 10])
     assert response.status_code == 503, response.text

@@ -248,3 +248,33 @@ def test_a_download_asks_again_for_a_newest_state_this_process_marked_unreadable
         assert sha256(response.content) == sha256(data)
     finally:
         proxy.close()
+
+
+def test_pieces_this_process_put_are_folded_without_reading_them_back(minio, gunicorn_server,
+                                                                      store):
+    """The scale-out stall of 107 s (2026-12-03): a piece PUT that the node killed a moment
+    later had coordinated was answered, and its key then stayed locked inside MinIO, so the
+    next PATCH's GETs of it (to fold the chunk) each waited out the timeout for two minutes.
+    The process that put a piece keeps its bytes for a while: here every GET of a piece
+    would hang, and the chunk is folded all the same."""
+    armed: dict = {"on": False}
+    proxy = HeaderStrippingProxy(minio.endpoint,
+                                 stall=lambda path: armed["on"] and "/.tus/pieces/" in path)
+    try:
+        app = gunicorn_server(chunk_size=1 * MIB, minio_endpoint=proxy.endpoint)
+        data = os.urandom(4 * PIECE + 100)
+        url = create_url(app.url, len(data), metadata(filename="pieces.bin"))
+        uid = upload_id(url)
+        for offset in range(0, 3 * PIECE, PIECE):
+            assert patch(url, offset, data[offset:offset + PIECE]).status_code == 204
+        assert len(store.get(uid).pieces) == 3
+        armed["on"] = True  # the pieces' keys are stuck from now on
+        response = patch(url, 3 * PIECE, data[3 * PIECE:])  # fills chunk 1: folds the pieces
+        assert response.status_code == 204, response.text
+        assert response.headers["Upload-Offset"] == str(len(data))
+        assert not proxy.stalled, proxy.stalled
+        armed["on"] = False
+        assert "pieces.bin.part1of2" in stored_objects(store, uid)
+        assert sha256(requests.get(url).content) == sha256(data)
+    finally:
+        proxy.close()

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import mmap
+import threading
 import time
+from collections import OrderedDict
 from typing import Callable, Optional
 
 import urllib3
@@ -36,6 +38,51 @@ log = logging.getLogger("tus_server.store")
 
 # Bytes whose CRC32C is computed in a thread of its own (under gevent) rather than in place.
 OFFLOAD_MIN = 1 << 20
+# Bytes of the pieces this process put lately that it keeps to read back (`WrittenPieces`).
+WRITTEN_PIECES_BYTES = 16 << 20
+
+
+class WrittenPieces:
+    """The bytes of pieces this process put lately, by (upload id, piece name), at most
+    `limit` bytes in all (least recently used out first), shared by its writers.
+
+    A client's next PATCH usually comes to the process that served its last one (kept
+    locks), and folding a chunk reads back the pieces that PATCH put. On a distributed MinIO
+    a key whose PUT a node coordinated just before it was killed can stay locked for one to
+    two minutes, even though the PUT was answered: every GET of it hangs (a 107 s stall in a
+    scale-out run). Read from here, such a piece costs no request at all; each is checked
+    against its CRC32C as a read from MinIO is."""
+
+    def __init__(self, limit: int = WRITTEN_PIECES_BYTES):
+        self.limit = limit
+        self.size = 0
+        self._entries: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._guard = threading.Lock()
+
+    def put(self, upload_id: str, name: str, data: bytes) -> None:
+        if len(data) > self.limit // 4:
+            return
+        with self._guard:
+            old = self._entries.pop((upload_id, name), None)
+            self.size += len(data) - (len(old) if old is not None else 0)
+            self._entries[(upload_id, name)] = data
+            while self.size > self.limit:
+                self.size -= len(self._entries.popitem(last=False)[1])
+
+    def clear(self) -> None:
+        with self._guard:
+            self._entries.clear()
+            self.size = 0
+
+    def get(self, upload_id: str, name: str) -> Optional[bytes]:
+        with self._guard:
+            data = self._entries.get((upload_id, name))
+            if data is not None:
+                self._entries.move_to_end((upload_id, name))
+            return data
+
+
+written_pieces = WrittenPieces()
 
 
 def piece_size(piece: list) -> int:
@@ -128,6 +175,8 @@ class Parts:
             # (The same CRC32C under this writer's own name: its first try, stored by a node
             # that died before it answered, found by the balancer's second.)
             raise WriteFenced(f"piece {name} of upload {self.info.id} exists")
+        if len(view) < self.info.chunk_size:  # (a stand-in is read by downloads, not here)
+            written_pieces.put(self.info.id, name, bytes(view))
         return [start, start + len(view), name, headers[CRC32C_HEADER]]
 
     # ----------------------------------------------------------------- reading back
@@ -136,9 +185,12 @@ class Parts:
         each checked against the CRC32C its generation lists. A piece that is gone means a
         later writer folded it (WriteFenced) unless the state has not moved; then it is read
         again, `READ_ATTEMPTS` times in all (a MinIO node that just rejoined may miss objects
-        written while it was down, or answer 503 for a few seconds), before a 503."""
+        written while it was down, or answer 503 for a few seconds), before a 503. A piece
+        this process put lately is read from memory (`WrittenPieces`)."""
         for start, end, name, crc in pieces:
-            if name in self.loaded:
+            if name in self.loaded or self._load_written(buf, start - chunk_start, end - start,
+                                                         name, crc):
+                self.loaded.add(name)
                 continue
             for attempt in range(READ_ATTEMPTS):
                 if attempt:
@@ -162,6 +214,13 @@ class Parts:
                 log.warning("piece unreadable upload_id=%s key=%s", self.info.id, name)
                 raise StorageUnavailable(f"a piece of upload {self.info.id} cannot be read")
             self.loaded.add(name)
+
+    def _load_written(self, buf, at: int, size: int, name: str, crc: str) -> bool:
+        data = written_pieces.get(self.info.id, name)
+        if data is None or len(data) != size or crc32c_b64(data) != crc:
+            return False
+        buf[at:at + size] = data
+        return True
 
     def load_legacy_head(self, buf, index: int, total: Optional[int], head_len: int) -> None:
         """Versions before pieces kept the head of the current chunk in the chunk object."""
