@@ -45,7 +45,7 @@ class Commits:
         # flight under the number after the newest listed, a key the MinIO node coordinating
         # it may have left locked for minutes when it died with it (each PUT of that key
         # waits out `QUICK` before `Generations.commit` skips it). So the first commit
-        # leaves that number out, as such a skip would, without the wait.
+        # leaves that number out, as such a skip would, without the wait (one LIST).
         self.skip_first = skip_first
         self.written: list[int] = []  # every generation it committed
         self.mine: list[str] = []  # pieces the writer put
@@ -62,7 +62,11 @@ class Commits:
             if info.completed:
                 info.pieces = []
         after = max(self.seen, self.last or 0)
-        if self.skip_first and self.last is None:
+        if self.skip_first and self.last is None and self.generations.newest(info.id) <= after:
+            # Only while that number is not listed: one that is (the state this writer read
+            # is older) must meet its 412, which stops this writer (`WriteFenced`). One that
+            # lands after this look is a writer's that lost the lock, below ours and caught
+            # by its own end-of-request check, as after a skip in `Generations.commit`.
             after += 1
         self.last = self.seen = self.generations.commit(info, after, self.still_ours)
         self.written.append(self.last)

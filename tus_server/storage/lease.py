@@ -147,8 +147,9 @@ class Lease:
         self.keep_with = None
         # After `release`: was a hand-over request the newest generation (somebody asked)?
         self.asked_for = False
-        # Taken from a holder that died or went silent in a request (not one that released):
-        # the state generation after the newest listed may be the one it was writing.
+        # Taken from a holder of another process that died or went silent in a request (not
+        # one that released): the state generation after the newest listed may be the one it
+        # was writing.
         self.took_over_writer = False
         self._guard = threading.Lock()
         self._done = threading.Event()
@@ -191,7 +192,8 @@ class Lease:
                         if newest is not None and newest.state != "released":
                             log.warning("took over stale lock upload_id=%s instance=%s",
                                         self.upload_id, newest.instance)
-                            self.took_over_writer = True
+                            # (Not a holder of this process: it let go, or was retired.)
+                            self.took_over_writer = newest.instance != self.instance
                         break
                     continue  # somebody wrote that number first: look again at once
                 if newest.state == "held" and asked != newest:
