@@ -11,6 +11,7 @@ server's conditional PUTs sign only the host and `x-amz-*` headers, never the pr
 """
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from typing import Callable, Optional
@@ -150,3 +151,34 @@ class HeaderStrippingProxy:
                     sock.close()
                 except OSError:
                     pass
+
+
+class ArmedAnswerProxy(HeaderStrippingProxy):
+    """Forwards everything; once armed (`armed` = n), the next n requests whose request line
+    matches `pattern` go through to MinIO and their answers are marked: `marked_lines` holds
+    their request lines, and `on_marked_answer(upstream)` runs before such an answer would
+    go back (a subclass delays it, or drops the connection)."""
+
+    def __init__(self, target: str, pattern: re.Pattern):
+        self.pattern = pattern
+        self.armed = 0
+        self.marked_lines: list[bytes] = []
+        self._marked: set[socket.socket] = set()  # upstream connections of marked answers
+        super().__init__(target)
+
+    def before_forward(self, request_line: bytes, upstream: socket.socket) -> None:
+        with self._guard:
+            if self.armed and self.pattern.match(request_line):
+                self.armed -= 1
+                self.marked_lines.append(request_line)
+                self._marked.add(upstream)
+
+    def before_answer(self, upstream: socket.socket) -> None:
+        with self._guard:
+            marked = upstream in self._marked
+            self._marked.discard(upstream)
+        if marked:
+            self.on_marked_answer(upstream)
+
+    def on_marked_answer(self, upstream: socket.socket) -> None:
+        raise NotImplementedError

@@ -29,7 +29,7 @@ from tus_server.storage.minio_backend import MinioStore
 from tus_server.storage.store import UploadInfo, WriteFenced, new_upload_id
 
 from .cluster import Nginx
-from .header_proxy import HeaderStrippingProxy
+from .header_proxy import ArmedAnswerProxy
 from .test_refused_writes import RefusingProxy
 
 SMALL_PUT = re.compile(rb"^PUT /[^ ]*/(\.tus/(info|lock)|instances/[0-9a-f]+)/\d+[ ?]")
@@ -41,39 +41,28 @@ KIB = 1024
 CHUNK = 64 * KIB
 
 
-class DyingNodeProxy(HeaderStrippingProxy):
+class DyingNodeProxy(ArmedAnswerProxy):
     """Forwards everything to MinIO; once armed, the next PUT whose request line matches
     `pattern` is stored by MinIO, and its answer is never sent: the connection is closed, as a
     node SIGKILLed right after its commit would. `died_on` holds those request lines."""
 
     def __init__(self, target: str, pattern: re.Pattern, answer: Optional[bytes] = None):
-        self.pattern = pattern
         self.answer = answer  # sent instead of MinIO's answer before the close, if given
-        self.armed = 0
-        self.died_on: list[bytes] = []
-        self._dying: set[socket.socket] = set()
         self._clients: dict[socket.socket, socket.socket] = {}
-        super().__init__(target)
+        super().__init__(target, pattern)
+
+    @property
+    def died_on(self) -> list[bytes]:
+        return self.marked_lines
 
     def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         self._clients[source] = sink  # MinIO's side of a connection, and the client's
         super()._pipe(source, sink)
 
-    def before_forward(self, request_line: bytes, upstream: socket.socket) -> None:
-        with self._guard:
-            if self.armed and self.pattern.match(request_line):
-                self.armed -= 1
-                self.died_on.append(request_line)
-                self._dying.add(upstream)
-
-    def before_answer(self, upstream: socket.socket) -> None:
-        with self._guard:
-            dying = upstream in self._dying
-            self._dying.discard(upstream)
-        if dying:
-            if self.answer is not None:
-                self._clients[upstream].sendall(self.answer)
-            raise OSError("the node died before it answered")  # both sockets are closed
+    def on_marked_answer(self, upstream: socket.socket) -> None:
+        if self.answer is not None:
+            self._clients[upstream].sendall(self.answer)
+        raise OSError("the node died before it answered")  # both sockets are closed
 
 
 # nginx's answer when no node could be reached (no S3 error code in it).

@@ -28,7 +28,7 @@ import requests
 from tus_server.storage.layout import generation_key
 from tus_server.storage.store import UploadInfo
 
-from .header_proxy import HeaderStrippingProxy
+from .header_proxy import ArmedAnswerProxy
 from .helpers import (
     MIB,
     TUS,
@@ -174,34 +174,25 @@ CHUNK_PUT = re.compile(rb"^PUT [^ ]*\.part\d+of\d+(\?[^ ]*)? HTTP/1\.1")
 PIECE_PUT = re.compile(rb"^PUT [^ ]*/\.tus/pieces/[^ ?]+(\?[^ ]*)? HTTP/1\.1")
 
 
-class LateAnswerProxy(HeaderStrippingProxy):
+class LateAnswerProxy(ArmedAnswerProxy):
     """A loopback proxy in front of MinIO. Once armed, MinIO's answer to the next chunk PUT (or
     PUT whose request line matches `pattern`) is held for `hold` seconds (the request itself
     goes through at once, so MinIO stores the object); `held` counts those answers."""
 
     def __init__(self, target: str, hold: float, pattern: re.Pattern = CHUNK_PUT):
         self.hold = hold
-        self.pattern = pattern
-        self.armed = 0
-        self.held = 0
-        self.held_lines: list[bytes] = []  # the request lines of the held answers
-        self.late: set[socket.socket] = set()  # upstream connections whose answer is held
-        super().__init__(target)
+        super().__init__(target, pattern)
 
-    def before_forward(self, request_line: bytes, upstream: socket.socket) -> None:
-        with self._guard:
-            if self.armed and self.pattern.match(request_line):
-                self.armed -= 1
-                self.held += 1
-                self.held_lines.append(request_line)
-                self.late.add(upstream)
+    @property
+    def held(self) -> int:
+        return len(self.marked_lines)
 
-    def before_answer(self, upstream: socket.socket) -> None:
-        with self._guard:
-            late = upstream in self.late
-            self.late.discard(upstream)
-        if late:
-            time.sleep(self.hold)  # the client has given up waiting by now
+    @property
+    def held_lines(self) -> list[bytes]:  # the request lines of the held answers
+        return self.marked_lines
+
+    def on_marked_answer(self, upstream: socket.socket) -> None:
+        time.sleep(self.hold)  # the client has given up waiting by now
 
 
 HOLD = 4.0  # seconds MinIO's answer is held (the writer waits 0.5 s for it)

@@ -69,6 +69,17 @@ def test_an_upload_goes_on_and_its_instance_stays_alive_past_stuck_keys(minio, g
         proxy.close()
 
 
+def proxy_stalling_one_key(minio) -> tuple[HeaderStrippingProxy, dict]:
+    """A proxy in front of MinIO that never answers a request for the key `armed["key"]` (a
+    key stuck inside MinIO); none while it is None. The proxy and `armed`."""
+    armed: dict = {"key": None}
+
+    def stall(path: str) -> bool:
+        return armed["key"] is not None and unquote(path.split("?", 1)[0]).endswith(armed["key"])
+
+    return HeaderStrippingProxy(minio.endpoint, stall=stall), armed
+
+
 def written_to_generation_3(gunicorn_server, proxy, filename: str):
     """Two instances behind `proxy`; instance a wrote an upload's generations 2 and 3 (two
     PATCHes of PIECE bytes). Instance b, its upload id and its 3 * PIECE bytes."""
@@ -152,12 +163,7 @@ def test_a_state_generation_whose_read_hangs_is_read_past_and_not_asked_again(
     """Instance a committed generation 3, whose key then stays locked inside MinIO (its GET
     never answers). Instance b reads past it to generation 2 after the short timeout, once:
     later reads skip it, instead of waiting out the timeout every time."""
-    armed: dict = {"key": None}
-
-    def stall(path: str) -> bool:
-        return armed["key"] is not None and unquote(path.split("?", 1)[0]).endswith(armed["key"])
-
-    proxy = HeaderStrippingProxy(minio.endpoint, stall=stall)
+    proxy, armed = proxy_stalling_one_key(minio)
     try:
         b, uid, data = written_to_generation_3(gunicorn_server, proxy, "stuck-read.bin")
         armed["key"] = "/" + generation_key(3)
@@ -186,12 +192,7 @@ def test_a_lock_taken_from_a_dead_writer_skips_the_state_number_it_was_writing(
     writer that took the lock over tried the same number first and waited out its timeout
     (`QUICK`) before it skipped it. A lock taken from a writer that died in a request now
     starts its commits one number higher."""
-    armed: dict = {"key": None}
-
-    def stall(path: str) -> bool:
-        return armed["key"] is not None and unquote(path.split("?", 1)[0]).endswith(armed["key"])
-
-    proxy = HeaderStrippingProxy(minio.endpoint, stall=stall)
+    proxy, armed = proxy_stalling_one_key(minio)
     try:
         b, uid, data = written_to_generation_3(gunicorn_server, proxy, "dead-writer.bin")
         # The dead writer: its lock held past its lease, its commit of generation 4 stuck.
@@ -221,12 +222,7 @@ def test_a_download_asks_again_for_a_newest_state_this_process_marked_unreadable
     unreadable for a minute, and answered every download of it from then on with a 503 (the
     generation before says unfinished) while the other instance served it. Now a download
     whose fallback state is unfinished asks MinIO again past the mark."""
-    armed: dict = {"key": None}
-
-    def stall(path: str) -> bool:
-        return armed["key"] is not None and unquote(path.split("?", 1)[0]).endswith(armed["key"])
-
-    proxy = HeaderStrippingProxy(minio.endpoint, stall=stall)
+    proxy, armed = proxy_stalling_one_key(minio)
     try:
         a = gunicorn_server(chunk_size=1 * MIB, minio_endpoint=proxy.endpoint, lock_keep=0)
         b = gunicorn_server(chunk_size=1 * MIB, minio_endpoint=proxy.endpoint, lock_keep=0)

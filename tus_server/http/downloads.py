@@ -52,6 +52,12 @@ def _content_disposition_options(name: str) -> dict:
     return {"filename": name}
 
 
+def _unfinished_fallback(info: UploadInfo) -> bool:
+    """The newest state could not be read (a node rejoining) and an older one says
+    unfinished."""
+    return not info.completed and (info.version or 0) < (info.seen or 0)
+
+
 @bp.route("/files/<upload_id>", methods=["GET"])
 def download(upload_id: str):
     return download_response(load_upload(upload_id, auth.DOWNLOAD))
@@ -62,12 +68,11 @@ def download_response(info: UploadInfo) -> Response:
     upload_id = info.id
     if info.concat == "partial":
         raise errors.Forbidden("a partial upload is not a file; download its final upload")
-    if not info.completed and (info.version or 0) < (info.seen or 0):
-        # The newest state could not be read (a node rejoining) and an older one says
-        # unfinished: ask MinIO again, past what this process marked unreadable; still
-        # unfinished, that is a degraded store, not an answer about the file.
+    if _unfinished_fallback(info):
+        # Ask MinIO again, past what this process marked unreadable; still so, that is a
+        # degraded store, not an answer about the file.
         info = current_app.config["TUS_STORE"].get(upload_id, patient=True)
-        if not info.completed and (info.version or 0) < (info.seen or 0):
+        if _unfinished_fallback(info):
             raise StorageUnavailable(f"the newest state of upload {upload_id} cannot be read")
     if not info.completed:
         raise errors.Conflict(

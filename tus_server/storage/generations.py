@@ -42,6 +42,7 @@ from typing import Callable, Optional
 from .store import StorageUnavailable, UploadInfo, UploadNotFound, WriteFenced
 from .layout import GENERATION_PREFIX, INFO_NAME, LOCK_PREFIX, generation_key, generation_number
 from .objects import QUICK, Objects, timed_out
+from .recent import RecentObjects
 
 log = logging.getLogger("tus_server.store")
 
@@ -70,28 +71,11 @@ HEDGE_AFTER = 1.0
 UNREADABLE_FOR = 60.0
 
 
-class KnownGenerations:
-    """The stored bytes of recently written or read generations, by (upload, number): a
-    bounded LRU, shared by the threads or greenlets of one process."""
+class KnownGenerations(RecentObjects):
+    """The stored bytes of recently written or read generations, by (upload, number)."""
 
     def __init__(self, size: int = KNOWN):
-        self.size = size
-        self._entries: OrderedDict[tuple[str, int], bytes] = OrderedDict()
-        self._guard = threading.Lock()
-
-    def get(self, upload_id: str, number: int) -> Optional[bytes]:
-        with self._guard:
-            data = self._entries.get((upload_id, number))
-            if data is not None:
-                self._entries.move_to_end((upload_id, number))
-            return data
-
-    def put(self, upload_id: str, number: int, data: bytes) -> None:
-        with self._guard:
-            self._entries[(upload_id, number)] = data
-            self._entries.move_to_end((upload_id, number))
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+        super().__init__(size)
 
 
 def parse_state(data: bytes, name: str, upload_id: str) -> Optional[UploadInfo]:

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import logging
 import mmap
-import threading
 import time
-from collections import OrderedDict
 from typing import Callable, Optional
 
 import urllib3
@@ -26,6 +24,7 @@ from ..cooperative import offload
 from .generations import Generations
 from .layout import PIECE_PREFIX, chunk_key, piece_key
 from .objects import CRC32C_HEADER, Objects, crc32c_b64, storage_errors
+from .recent import RecentObjects
 from .store import StorageUnavailable, StoredDataCorrupt, UploadInfo, UploadNotFound, WriteFenced
 
 # Tries at reading one piece back, and the pause before the second (doubling: 0.2 + 0.4 +
@@ -38,51 +37,15 @@ log = logging.getLogger("tus_server.store")
 
 # Bytes whose CRC32C is computed in a thread of its own (under gevent) rather than in place.
 OFFLOAD_MIN = 1 << 20
-# Bytes of the pieces this process put lately that it keeps to read back (`WrittenPieces`).
+# The bytes of pieces this process put lately, by (upload id, piece name), at most 16 MiB in
+# all, shared by its writers. A client's next PATCH usually comes to the process that served
+# its last one (kept locks), and folding a chunk reads back the pieces that PATCH put. On a
+# distributed MinIO a key whose PUT a node coordinated just before it was killed can stay
+# locked for one to two minutes, even though the PUT was answered: every GET of it hangs (a
+# 107 s stall in a scale-out run). Read from here, such a piece costs no request at all; each
+# is checked against its CRC32C as a read from MinIO is.
 WRITTEN_PIECES_BYTES = 16 << 20
-
-
-class WrittenPieces:
-    """The bytes of pieces this process put lately, by (upload id, piece name), at most
-    `limit` bytes in all (least recently used out first), shared by its writers.
-
-    A client's next PATCH usually comes to the process that served its last one (kept
-    locks), and folding a chunk reads back the pieces that PATCH put. On a distributed MinIO
-    a key whose PUT a node coordinated just before it was killed can stay locked for one to
-    two minutes, even though the PUT was answered: every GET of it hangs (a 107 s stall in a
-    scale-out run). Read from here, such a piece costs no request at all; each is checked
-    against its CRC32C as a read from MinIO is."""
-
-    def __init__(self, limit: int = WRITTEN_PIECES_BYTES):
-        self.limit = limit
-        self.size = 0
-        self._entries: OrderedDict[tuple[str, str], bytes] = OrderedDict()
-        self._guard = threading.Lock()
-
-    def put(self, upload_id: str, name: str, data: bytes) -> None:
-        if len(data) > self.limit // 4:
-            return
-        with self._guard:
-            old = self._entries.pop((upload_id, name), None)
-            self.size += len(data) - (len(old) if old is not None else 0)
-            self._entries[(upload_id, name)] = data
-            while self.size > self.limit:
-                self.size -= len(self._entries.popitem(last=False)[1])
-
-    def clear(self) -> None:
-        with self._guard:
-            self._entries.clear()
-            self.size = 0
-
-    def get(self, upload_id: str, name: str) -> Optional[bytes]:
-        with self._guard:
-            data = self._entries.get((upload_id, name))
-            if data is not None:
-                self._entries.move_to_end((upload_id, name))
-            return data
-
-
-written_pieces = WrittenPieces()
+written_pieces = RecentObjects(WRITTEN_PIECES_BYTES, by_size=True)
 
 
 def piece_size(piece: list) -> int:
@@ -186,7 +149,7 @@ class Parts:
         later writer folded it (WriteFenced) unless the state has not moved; then it is read
         again, `READ_ATTEMPTS` times in all (a MinIO node that just rejoined may miss objects
         written while it was down, or answer 503 for a few seconds), before a 503. A piece
-        this process put lately is read from memory (`WrittenPieces`)."""
+        this process put lately is read from memory (`written_pieces`)."""
         for start, end, name, crc in pieces:
             if name in self.loaded or self._load_written(buf, start - chunk_start, end - start,
                                                          name, crc):
