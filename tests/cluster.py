@@ -185,6 +185,7 @@ class Cluster:
                 node.start(wait=False)
             self.minio_lb.start()
             self.wait_for_quorum()
+            self.wait_for_writes()  # a cluster just formed may not show what it just stored
             for instance in self.instances:
                 instance.start()
             self.app_lb.start()

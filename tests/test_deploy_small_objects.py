@@ -17,6 +17,7 @@ node in trouble) and MinIO itself.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import re
 import socket
@@ -183,11 +184,13 @@ def test_a_put_whose_node_died_after_storing_it_counts_once(minio, node_in_troub
     info = store.create(UploadInfo(id=new_upload_id(), length=len(data), filename="died.bin",
                                    chunk_size=CHUNK))
     proxy.armed = 1
-    # Writes of a chunk and a bit (a whole chunk and a piece each), until one PUT of this
-    # kind went to the dying node (round robin sends every other one there).
-    step, offset = CHUNK + CHUNK // 4, 0
+    # Writes of a chunk and a bit (a whole chunk and a piece), then of a bit (a piece only),
+    # until one PUT of this kind went to the dying node. nginx's round robin sends every other
+    # chunk or piece PUT there: writes of a chunk and a bit alone would send every piece to the
+    # same node (chunk, piece, chunk, piece), so which node depended on what came before.
+    steps, offset = itertools.cycle([CHUNK + CHUNK // 4, CHUNK // 4]), 0
     while offset < len(data):
-        end = min(offset + step, len(data))
+        end = min(offset + next(steps), len(data))
         written = store.write(info.id, offset, io.BytesIO(data[offset:end]), end - offset)
         assert written.info.offset == end, f"write at {offset}, {kind} dropped"
         offset = end

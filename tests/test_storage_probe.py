@@ -143,6 +143,45 @@ def test_an_s3_that_answers_only_later_is_probed_before_the_first_upload(minio, 
                in record.getMessage() for record in caplog.records)
 
 
+class LosingProxy(HeaderStrippingProxy):
+    """Answers the first `lose` HEADs of a probe object 404, as a distributed MinIO whose nodes
+    do not all see every drive yet did, right after it formed, for an object just stored."""
+
+    def __init__(self, upstream: str, lose: int):
+        super().__init__(upstream)
+        self.lose = lose
+        self.lost: list[bytes] = []
+
+    def answer_instead(self, request_line: bytes):
+        with self._guard:
+            if self.lose and request_line.startswith(b"HEAD ") and f"/{PREFIX}".encode() \
+                    in request_line and b"-race" not in request_line:
+                self.lose -= 1
+                self.lost.append(request_line)
+                return b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+        return None
+
+
+def test_an_object_the_probe_just_stored_gone_missing_is_no_verdict_and_probed_again(
+        minio, caplog):
+    """The CI failure of 2026-12-03: a worker died at start (a traceback, gunicorn exited)
+    because the probe's stat of its own object answered NoSuchKey on a cluster just formed."""
+    proxy = LosingProxy(minio.endpoint, lose=1)
+    try:
+        app = create_app(_settings(proxy.endpoint))
+        client = app.test_client()
+        assert len(proxy.lost) == 1, proxy.lost
+        assert any(f"S3 at {proxy.endpoint} gave no verdict yet (S3 did not show an object the "
+                   "check had just stored)" in record.getMessage() for record in caplog.records)
+        created = client.post("/files/", headers={**TUS, "Upload-Length": "5"})
+        assert created.status_code == 201, created.text
+        assert client.get("/healthz").get_json()["conditional_writes"] == "enforced"
+        objects = Objects(_settings(minio.endpoint))
+        assert _probe_objects(objects, objects.settings.system_bucket) == []
+    finally:
+        proxy.close()
+
+
 def test_seaweedfs_keeps_every_promise_but_gets_no_bucket_per_upload(seaweedfs):
     settings = _settings(seaweedfs.endpoint, layout="prefix")
     result = run_probe(Objects(settings), settings.system_bucket)

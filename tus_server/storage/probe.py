@@ -32,7 +32,7 @@ from minio.error import S3Error
 
 from ..config import ConfigError, Settings
 from .objects import Objects, storage_errors
-from .store import StorageUnavailable
+from .store import StorageUnavailable, StoreError, UploadNotFound
 
 log = logging.getLogger("tus_server.probe")
 
@@ -107,7 +107,11 @@ def _guarantees(objects: Objects, bucket: str, key: str) -> tuple[Optional[str],
 
     winners, failures = _race(objects, bucket, key + "-race")
     if failures:
-        raise failures[0]
+        if isinstance(failures[0], StoreError):
+            raise failures[0]
+        # The racers did not all start within the barrier's 10 s (a box too busy): no verdict.
+        raise StorageUnavailable(f"the concurrent-create check did not run "
+                                 f"({type(failures[0]).__name__})") from failures[0]
     if len(winners) != 1:
         return (f"If-None-Match: * is not enforced under concurrent PUTs ({len(winners)} of "
                 f"{RACERS} simultaneous creates of one object succeeded, not exactly 1)"), server
@@ -149,6 +153,12 @@ def run_probe(objects: Objects, bucket: str) -> ProbeResult:
     key = f"{PREFIX}{secrets.token_hex(8)}"
     try:
         missing, server = _guarantees(objects, bucket, key)
+    except UploadNotFound as exc:
+        # An object the check had just stored is not there (a distributed MinIO whose nodes
+        # do not all see every drive yet, right after it formed): no verdict; probed again
+        # before the first request that needs it.
+        raise StorageUnavailable("S3 did not show an object the check had just stored") \
+            from exc
     except StorageUnavailable as exc:
         # An error status instead of 412 (a 400 or 501 for the header, a 403 for a user who may
         # not write there) leaves the guarantee unproven; only a server that stopped answering
@@ -212,9 +222,9 @@ class StorageGuard:
             log.warning(UNSAFE_WARNING)
         try:
             self._check()
-        except StorageUnavailable:
-            log.warning("S3 at %s does not answer: its conditional writes are checked before "
-                        "the first request that needs it", settings.minio_endpoint)
+        except StorageUnavailable as exc:
+            log.warning("S3 at %s gave no verdict yet (%s): its conditional writes are checked "
+                        "before the first request that needs it", settings.minio_endpoint, exc)
         if self.refused:
             raise StorageRefused(self.refused)
 
