@@ -263,6 +263,9 @@ def _page_has_uppy(base: str) -> None:
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(f"{base}/")
             page.locator("#uploader .uppy-Dashboard").wait_for(state="visible", timeout=30_000)
+            # The dashboard shows before the upload lists load; `window.tusMinio` comes after
+            # them, with `data-ready` (the CI failure of 2026-12-03 evaluated it in between).
+            page.wait_for_function("document.body.dataset.ready === 'true'", timeout=30_000)
             assert page.evaluate("typeof window.tusMinio.uppy.getPlugin('Tus')") == "object"
         finally:
             browser.close()
