@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import threading
+from typing import Optional
 
 import pytest
 
@@ -49,13 +50,15 @@ def minio_503(code: str) -> bytes:
 
 
 class RefusingProxy(HeaderStrippingProxy):
-    """Answers the next `refuse` PUTs whose request line matches `pattern` with a 503 `code`
-    instead of forwarding them; `refused` counts them, `forwarded` the matching PUTs that went
-    on to MinIO."""
+    """Answers the next `refuse` requests whose request line matches `pattern` with a 503
+    `code` (or with `answer`, when given) instead of forwarding them; `refused` counts them,
+    `forwarded` the matching requests that went on to MinIO."""
 
-    def __init__(self, target: str, pattern: re.Pattern, code: str = "SlowDownWrite"):
+    def __init__(self, target: str, pattern: re.Pattern, code: str = "SlowDownWrite",
+                 answer: Optional[bytes] = None):
         self.pattern = pattern
         self.code = code
+        self.answer = answer
         self.refuse = 0
         self.refused = 0
         self.forwarded = 0
@@ -71,7 +74,7 @@ class RefusingProxy(HeaderStrippingProxy):
                 return None
             self.refuse -= 1
             self.refused += 1
-        return minio_503(self.code)
+        return self.answer if self.answer is not None else minio_503(self.code)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ fails it, and the server refuses to start, unless TUS_UNSAFE_S3=1 says otherwise
 SeaweedFS with a bucket per upload is refused too (it runs out of volumes)."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -21,6 +22,7 @@ from .conftest import GunicornServer
 from .header_proxy import HeaderStrippingProxy
 from .helpers import TUS
 from .minio_process import ACCESS_KEY, ROOT, SECRET_KEY, free_port
+from .test_refused_writes import RefusingProxy
 
 REFUSAL = "fails the conditional-write check: If-None-Match: * on PUT is not enforced"
 REASON = ("(a second create of one object succeeded, not 412); fencing of stalled writers needs "
@@ -143,34 +145,22 @@ def test_an_s3_that_answers_only_later_is_probed_before_the_first_upload(minio, 
                in record.getMessage() for record in caplog.records)
 
 
-class LosingProxy(HeaderStrippingProxy):
-    """Answers the first `lose` HEADs of a probe object 404, as a distributed MinIO whose nodes
-    do not all see every drive yet did, right after it formed, for an object just stored."""
-
-    def __init__(self, upstream: str, lose: int):
-        super().__init__(upstream)
-        self.lose = lose
-        self.lost: list[bytes] = []
-
-    def answer_instead(self, request_line: bytes):
-        with self._guard:
-            if self.lose and request_line.startswith(b"HEAD ") and f"/{PREFIX}".encode() \
-                    in request_line and b"-race" not in request_line:
-                self.lose -= 1
-                self.lost.append(request_line)
-                return b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
-        return None
+# The probe's stat of its own object (not of the racers' `-race` one).
+PROBE_STAT = re.compile(rb"^HEAD /[^ ]*/" + PREFIX.encode() + rb"[0-9a-f]+[ ?]")
 
 
 def test_an_object_the_probe_just_stored_gone_missing_is_no_verdict_and_probed_again(
         minio, caplog):
     """The CI failure of 2026-12-03: a worker died at start (a traceback, gunicorn exited)
     because the probe's stat of its own object answered NoSuchKey on a cluster just formed."""
-    proxy = LosingProxy(minio.endpoint, lose=1)
+    # Answered 404 once, as a distributed MinIO whose nodes do not all see every drive yet did.
+    proxy = RefusingProxy(minio.endpoint, PROBE_STAT,
+                          answer=b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+    proxy.refuse = 1
     try:
         app = create_app(_settings(proxy.endpoint))
         client = app.test_client()
-        assert len(proxy.lost) == 1, proxy.lost
+        assert proxy.refused == 1, proxy.refused
         assert any(f"S3 at {proxy.endpoint} gave no verdict yet (S3 did not show an object the "
                    "check had just stored)" in record.getMessage() for record in caplog.records)
         created = client.post("/files/", headers={**TUS, "Upload-Length": "5"})
